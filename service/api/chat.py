@@ -1,0 +1,71 @@
+"""``POST /v1/chat``: a cited answer, whole or as Server-Sent Events."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import msgspec
+from litestar import Request, Response, post
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+
+from service.auth import Principal, requires_member
+from service.errors import PROBLEM_BASE, RagwatchError
+from service.models import ChatRequest, ChatResponse
+from service.rag import AnswerDelta, AnswerDone, RagPipeline
+
+__all__ = ["chat"]
+
+_encode = msgspec.json.Encoder().encode
+
+
+def wants_stream(data: ChatRequest, request: Request[Any, Any, Any]) -> bool:
+    return data.stream or "text/event-stream" in request.headers.get("accept", "")
+
+
+@post(
+    "/chat",
+    status_code=200,
+    guards=[requires_member],
+    tags=["chat"],
+    summary="Answer a question from a knowledge base, with citations",
+    description=(
+        "With `stream: true` or `Accept: text/event-stream` the answer arrives as Server-Sent Events: "
+        "`delta` events `{text}`, then one `done` event `{citations, model, usage, trace_id}`; a failure "
+        "after the stream started arrives as an `error` event holding a problem object."
+    ),
+    responses={200: ResponseSpec(data_container=ChatResponse, description="The answer (JSON or an SSE stream)")},
+)
+async def chat(
+    data: ChatRequest, request: Request[Any, Any, Any], principal: Principal, pipeline: RagPipeline
+) -> Response[Any]:
+    if not wants_stream(data, request):
+        return Response(await pipeline.chat(principal, data))
+    events = pipeline.chat_events(principal, data)
+    # Wait for the first event so that a failure before any text (unknown knowledge base, provider
+    # down) is still an ordinary problem response with the right status code.
+    first = await anext(events)
+    return ServerSentEvent(_sse(first, events), headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def _sse(
+    first: AnswerDelta | AnswerDone, events: AsyncIterator[AnswerDelta | AnswerDone]
+) -> AsyncIterator[ServerSentEventMessage]:
+    try:
+        yield _message(first)
+        async for event in events:
+            yield _message(event)
+    except RagwatchError as exc:
+        problem = {"type": PROBLEM_BASE + exc.slug, "title": exc.title, "status": exc.status}
+        yield ServerSentEventMessage(event="error", data=_encode({**problem, "detail": exc.detail}).decode())
+    finally:
+        # Runs when the client disconnects too: shielded, so the upstream LLM call is really closed.
+        with anyio.CancelScope(shield=True):
+            await events.aclose()  # type: ignore[attr-defined]
+
+
+def _message(event: AnswerDelta | AnswerDone) -> ServerSentEventMessage:
+    name = "delta" if isinstance(event, AnswerDelta) else "done"
+    return ServerSentEventMessage(event=name, data=_encode(event).decode())

@@ -1,0 +1,166 @@
+"""``/v1/knowledge-bases/{kb_id}/documents``: ingest (JSON or one uploaded file), list, read, delete."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import PurePath
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, delete, get, post
+from litestar.datastructures import UploadFile
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
+
+from service.auth import Principal, requires_admin, requires_member
+from service.errors import BadRequest, NotFound, UnsupportedMediaType
+from service.models import ID_PATTERN, DocumentCreate, DocumentCreated, DocumentDetail, DocumentSummary
+from service.rag import NewDocument, RagPipeline
+from service.store import DocumentRecord
+
+__all__ = ["DocumentController"]
+
+TEXT_SUFFIXES = frozenset({".txt", ".md", ".markdown"})
+
+
+async def read_new_document(request: Request[Any, Any, Any]) -> NewDocument:
+    """The document in a JSON body or in a multipart upload with one ``file`` part."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type == "application/json":
+        try:
+            body = msgspec.json.decode(await request.body(), type=DocumentCreate)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise BadRequest(f"Invalid document: {exc}") from None
+        return NewDocument(title=body.title.strip(), text=body.text, metadata=body.metadata, document_id=body.id)
+    if media_type == "multipart/form-data":
+        return await _read_upload(request)
+    raise UnsupportedMediaType("Send application/json or multipart/form-data with a .txt or .md file.")
+
+
+async def _read_upload(request: Request[Any, Any, Any]) -> NewDocument:
+    form = await request.form()
+    files = [value for value in form.getall("file") if isinstance(value, UploadFile)] if "file" in form else []
+    if len(files) != 1:
+        raise BadRequest("Upload exactly one file, in a form field named 'file'.")
+    upload = files[0]
+    suffix = PurePath(upload.filename or "").suffix.lower()
+    if suffix not in TEXT_SUFFIXES:
+        raise UnsupportedMediaType(f"Only .txt and .md files can be ingested, not {upload.filename!r}.")
+    try:
+        text = (await upload.read()).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"The file is not valid UTF-8 (byte {exc.start}).") from None
+    if not text.strip():
+        raise BadRequest("The file is empty.")
+    return NewDocument(
+        title=_form_text(form, "title") or PurePath(upload.filename or "upload").stem,
+        text=text.removeprefix("\ufeff"),
+        metadata=_form_metadata(form),
+        document_id=_form_id(form),
+    )
+
+
+def _form_text(form: Any, name: str) -> str | None:
+    value = form.get(name)
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def _form_metadata(form: Any) -> dict[str, Any]:
+    raw = _form_text(form, "metadata")
+    if raw is None:
+        return {}
+    try:
+        return msgspec.json.decode(raw, type=dict[str, Any])
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        raise BadRequest("The form field 'metadata' must be a JSON object.") from None
+
+
+def _form_id(form: Any) -> str | None:
+    value = _form_text(form, "id")
+    if value is not None and not re.fullmatch(ID_PATTERN, value):
+        raise BadRequest(f"The form field 'id' must match {ID_PATTERN}.")
+    return value
+
+
+@dataclass
+class IngestOperation(Operation):
+    """OpenAPI for the ingest route, whose body is read by hand because it takes two media types."""
+
+    def __post_init__(self) -> None:
+        text = Schema(type=OpenAPIType.STRING)
+        self.request_body = RequestBody(
+            required=True,
+            content={
+                "application/json": OpenAPIMediaType(
+                    schema=Schema(
+                        type=OpenAPIType.OBJECT,
+                        required=["title", "text"],
+                        properties={
+                            "title": text,
+                            "text": text,
+                            "metadata": Schema(type=OpenAPIType.OBJECT),
+                            "id": Schema(type=OpenAPIType.STRING, pattern=ID_PATTERN),
+                        },
+                    )
+                ),
+                "multipart/form-data": OpenAPIMediaType(
+                    schema=Schema(
+                        type=OpenAPIType.OBJECT,
+                        required=["file"],
+                        properties={
+                            "file": Schema(type=OpenAPIType.STRING, format="binary", description=".txt or .md"),
+                            "title": text,
+                            "metadata": Schema(type=OpenAPIType.STRING, description="a JSON object"),
+                            "id": Schema(type=OpenAPIType.STRING, pattern=ID_PATTERN),
+                        },
+                    )
+                ),
+            },
+        )
+
+
+def _summary(record: DocumentRecord) -> DocumentSummary:
+    return DocumentSummary(
+        document_id=record.document_id,
+        title=record.title,
+        chunks=record.chunks,
+        bytes=record.bytes,
+        metadata=record.metadata,
+        created_at=record.created_at,
+    )
+
+
+class DocumentController(Controller):
+    path = "/knowledge-bases/{kb_id:str}/documents"
+    tags = ["documents"]
+    guards = [requires_member]
+
+    @post(
+        guards=[requires_admin],
+        operation_class=IngestOperation,
+        summary="Ingest a document; an existing id replaces it atomically",
+    )
+    async def ingest(
+        self, kb_id: str, request: Request[Any, Any, Any], principal: Principal, pipeline: RagPipeline
+    ) -> DocumentCreated:
+        document = await read_new_document(request)
+        return await pipeline.ingest(principal, kb_id, document)
+
+    @get(summary="List a knowledge base's documents")
+    async def list(self, kb_id: str, principal: Principal, pipeline: RagPipeline) -> list[DocumentSummary]:
+        await pipeline.knowledge_base(principal, kb_id)
+        return [_summary(record) for record in await pipeline.store.list_documents(principal.tenant_id, kb_id)]
+
+    @get("/{document_id:str}", summary="A document with its full text")
+    async def detail(self, kb_id: str, document_id: str, principal: Principal, pipeline: RagPipeline) -> DocumentDetail:
+        await pipeline.knowledge_base(principal, kb_id)
+        record = await pipeline.store.get_document(principal.tenant_id, kb_id, document_id)
+        if record is None:
+            raise NotFound(f"No document {document_id!r} in knowledge base {kb_id!r}.")
+        return DocumentDetail(**msgspec.structs.asdict(_summary(record)), text=record.text or "")
+
+    @delete("/{document_id:str}", guards=[requires_admin], summary="Delete a document and its chunks")
+    async def remove(self, kb_id: str, document_id: str, principal: Principal, pipeline: RagPipeline) -> None:
+        await pipeline.knowledge_base(principal, kb_id)
+        if not await pipeline.store.delete_document(principal.tenant_id, kb_id, document_id):
+            raise NotFound(f"No document {document_id!r} in knowledge base {kb_id!r}.")

@@ -1,0 +1,51 @@
+"""``/v1/knowledge-bases``: create, list, inspect and delete the caller's knowledge bases."""
+
+from __future__ import annotations
+
+from litestar import Controller, delete, get, post
+
+from service.auth import Principal, requires_admin, requires_member
+from service.models import KnowledgeBase, KnowledgeBaseCreate, KnowledgeBaseDetail
+from service.rag import RagPipeline
+from service.store import KnowledgeBaseRecord
+
+__all__ = ["KnowledgeBaseController"]
+
+
+def _public(record: KnowledgeBaseRecord) -> KnowledgeBase:
+    return KnowledgeBase(id=record.id, name=record.name, description=record.description, created_at=record.created_at)
+
+
+class KnowledgeBaseController(Controller):
+    path = "/knowledge-bases"
+    tags = ["knowledge bases"]
+    guards = [requires_member]
+
+    @post(guards=[requires_admin], summary="Create a knowledge base")
+    async def create(self, data: KnowledgeBaseCreate, principal: Principal, pipeline: RagPipeline) -> KnowledgeBase:
+        record = await pipeline.store.create_kb(
+            principal.tenant_id, data.name.strip(), data.description, pipeline.embedder.model
+        )
+        return _public(record)
+
+    @get(summary="List the tenant's knowledge bases")
+    async def list(self, principal: Principal, pipeline: RagPipeline) -> list[KnowledgeBase]:
+        return [_public(record) for record in await pipeline.store.list_kbs(principal.tenant_id)]
+
+    @get("/{kb_id:str}", summary="A knowledge base with its document and chunk counts")
+    async def detail(self, kb_id: str, principal: Principal, pipeline: RagPipeline) -> KnowledgeBaseDetail:
+        record = await pipeline.knowledge_base(principal, kb_id)
+        documents, chunks = await pipeline.store.kb_counts(principal.tenant_id, kb_id)
+        return KnowledgeBaseDetail(
+            id=record.id,
+            name=record.name,
+            description=record.description,
+            created_at=record.created_at,
+            document_count=documents,
+            chunk_count=chunks,
+        )
+
+    @delete("/{kb_id:str}", guards=[requires_admin], summary="Delete a knowledge base and its documents")
+    async def remove(self, kb_id: str, principal: Principal, pipeline: RagPipeline) -> None:
+        await pipeline.knowledge_base(principal, kb_id)
+        await pipeline.store.delete_kb(principal.tenant_id, kb_id)

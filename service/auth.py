@@ -1,0 +1,193 @@
+"""Who is calling: JWT bearer tokens (or, in dev mode only, trusted headers) and role guards.
+
+Tokens are verified with key objects loaded once at start, each bound to its algorithm (pyjwt's
+``PyJWK``), so the ``alg`` a token announces can only pick among the keys we configured and never
+changes how a key is used: an HS256 token signed with our RSA public key, or ``alg: none``, is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+import time
+from typing import Any, Protocol
+
+import jwt
+import msgspec
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
+from litestar.types import ASGIApp
+
+from service.config import AuthSettings
+from service.errors import Forbidden, Unauthorized
+from service.models import ID_PATTERN
+
+__all__ = [
+    "ADMIN",
+    "MEMBER",
+    "AuthMiddleware",
+    "Authenticator",
+    "DevHeaderAuthenticator",
+    "JWTAuthenticator",
+    "Principal",
+    "mint_token",
+    "requires_admin",
+    "requires_member",
+]
+
+ADMIN = "admin"
+MEMBER = "member"
+_ID = re.compile(ID_PATTERN)
+_HMAC = {"HS256", "HS384", "HS512"}
+
+
+class Principal(msgspec.Struct, frozen=True):
+    tenant_id: str
+    user_id: str
+    roles: frozenset[str]
+
+
+class Authenticator(Protocol):
+    async def identify(self, connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+        """The caller of ``connection``, or :class:`Unauthorized`."""
+        ...
+
+
+class JWTAuthenticator:
+    """Verifies a bearer token and returns the caller, or raises :class:`Unauthorized`."""
+
+    def __init__(self, settings: AuthSettings) -> None:
+        self._algorithms = list(settings.jwt_algorithms)
+        self._keys = _static_keys(settings)
+        self._jwks = jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True, lifespan=300) if settings.jwt_jwks_url else None
+        self._issuer = settings.jwt_issuer
+        self._audience = settings.jwt_audience
+        self._leeway = settings.jwt_leeway_s
+        self._options: jwt.types.Options = {
+            "require": ["exp", "sub"],
+            "verify_aud": settings.jwt_audience is not None,
+            "verify_iss": settings.jwt_issuer is not None,
+            "enforce_minimum_key_length": True,
+        }
+
+    async def identify(self, connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+        scheme, _, token = connection.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("Send Authorization: Bearer <token>.")
+        return await self.authenticate(token.strip())
+
+    async def authenticate(self, token: str) -> Principal:
+        key = await self._key_for(token)
+        try:
+            claims = jwt.decode(
+                token,
+                key=key,
+                algorithms=self._algorithms,
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options=self._options,
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("The token has expired.") from None
+        except jwt.PyJWTError as exc:
+            raise Unauthorized(f"The token is not valid: {_reason(exc)}") from None
+        return _principal(claims)
+
+    async def _key_for(self, token: str) -> jwt.PyJWK:
+        try:
+            algorithm = jwt.get_unverified_header(token).get("alg")
+        except jwt.PyJWTError:
+            raise Unauthorized("The token is malformed.") from None
+        if algorithm not in self._algorithms:
+            raise Unauthorized("The token's algorithm is not accepted.")
+        if algorithm in self._keys:
+            return self._keys[algorithm]
+        if self._jwks is not None and algorithm not in _HMAC:
+            try:
+                # PyJWKClient fetches with blocking urllib; its cache makes most calls instant.
+                return await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, token)
+            except jwt.PyJWTError as exc:
+                raise Unauthorized(f"No signing key for the token: {_reason(exc)}") from None
+        raise Unauthorized("No key is configured for the token's algorithm.")
+
+
+def _static_keys(settings: AuthSettings) -> dict[str, jwt.PyJWK]:
+    keys: dict[str, jwt.PyJWK] = {}
+    if settings.jwt_secret is not None:
+        secret = base64.urlsafe_b64encode(settings.jwt_secret.reveal().encode()).rstrip(b"=").decode()
+        for algorithm in _HMAC & set(settings.jwt_algorithms):
+            keys[algorithm] = jwt.PyJWK({"kty": "oct", "k": secret}, algorithm=algorithm)
+    if settings.jwt_public_key_file:
+        with open(settings.jwt_public_key_file, "rb") as handle:
+            public_key = load_pem_public_key(handle.read())
+        for algorithm in set(settings.jwt_algorithms) - _HMAC:
+            algo = jwt.get_algorithm_by_name(algorithm)
+            try:
+                jwk = algo.to_jwk(public_key, as_dict=True)
+            except (TypeError, ValueError, jwt.InvalidKeyError):
+                continue  # an RSA key cannot serve ES256, and the other way round
+            keys[algorithm] = jwt.PyJWK(jwk, algorithm=algorithm)
+    return keys
+
+
+def _principal(claims: dict[str, Any]) -> Principal:
+    tenant_id, user_id, roles = claims.get("tenant_id"), claims.get("sub"), claims.get("roles")
+    if not isinstance(tenant_id, str) or not _ID.fullmatch(tenant_id):
+        raise Unauthorized("The token has no valid tenant_id claim.")
+    if not isinstance(user_id, str) or not _ID.fullmatch(user_id):
+        raise Unauthorized("The token has no valid sub claim.")
+    if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
+        raise Unauthorized("The token has no valid roles claim (a list of strings).")
+    return Principal(tenant_id=tenant_id, user_id=user_id, roles=frozenset(roles))
+
+
+def _reason(exc: jwt.PyJWTError) -> str:
+    return str(exc).rstrip(".") or type(exc).__name__
+
+
+class DevHeaderAuthenticator:
+    """Trusts ``X-Tenant-Id``/``X-User-Id`` (and ``X-Roles``, default both roles). Only for ``AUTH_MODE=dev``."""
+
+    async def identify(self, connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+        headers = connection.headers
+        tenant_id, user_id = headers.get("x-tenant-id", ""), headers.get("x-user-id", "")
+        if not _ID.fullmatch(tenant_id) or not _ID.fullmatch(user_id):
+            raise Unauthorized("Dev mode needs X-Tenant-Id and X-User-Id headers with valid ids.")
+        roles = {role.strip() for role in headers.get("x-roles", f"{ADMIN},{MEMBER}").split(",") if role.strip()}
+        return Principal(tenant_id=tenant_id, user_id=user_id, roles=frozenset(roles))
+
+
+class AuthMiddleware(AbstractAuthenticationMiddleware):
+    """Puts the caller's :class:`Principal` on ``connection.user`` for every route it wraps."""
+
+    def __init__(self, app: ASGIApp, authenticator: Authenticator, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._authenticator = authenticator
+
+    async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
+        return AuthenticationResult(user=await self._authenticator.identify(connection), auth=None)
+
+
+def requires_admin(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    if ADMIN not in connection.user.roles:
+        raise Forbidden("This needs the admin role.")
+
+
+def requires_member(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    if not connection.user.roles & {ADMIN, MEMBER}:
+        raise Forbidden("This needs the member or admin role.")
+
+
+def mint_token(secret: str, tenant_id: str, user_id: str, roles: list[str], ttl_s: int, **claims: Any) -> str:
+    """An HS256 token for ``ragwatch token`` and local use."""
+    for name, value in (("tenant", tenant_id), ("user", user_id)):
+        if not _ID.fullmatch(value):
+            raise ValueError(f"invalid {name} id {value!r}: use letters, digits, '_', '.', '-'")
+    now = int(time.time())
+    payload = {"sub": user_id, "tenant_id": tenant_id, "roles": roles, "iat": now, "exp": now + ttl_s}
+    payload.update({k: v for k, v in claims.items() if v is not None})
+    return jwt.encode(payload, secret, algorithm="HS256")

@@ -1,0 +1,98 @@
+"""Split a document into overlapping chunks that end on paragraph or sentence boundaries.
+
+Text is cut into units, paragraphs first; a paragraph longer than a chunk is cut into sentences, and a
+sentence longer than a chunk into words. Units are packed greedily into chunks of at most ``size``
+characters, and each chunk after the first starts with the trailing units of the previous one, up to
+``overlap`` characters, so an answer spanning a boundary is still found whole.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+__all__ = ["chunk_text", "split_sentences"]
+
+_PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9#*-])")
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences of ``text``, split after ``.``, ``!`` or ``?`` followed by space and a capital or digit."""
+    return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
+
+
+def chunk_text(text: str, size: int, overlap: int) -> list[str]:
+    chunks: list[str] = []
+    current: list[_Unit] = []
+    length = 0
+    for unit in _units(text, size):
+        if current and length + len(unit.text) + 2 > size:
+            chunks.append(_join(current))
+            current = _tail(current, overlap)
+            length = sum(len(u.text) + 2 for u in current)
+        current.append(unit)
+        length += len(unit.text) + 2
+    if current:
+        chunks.append(_join(current))
+    return chunks
+
+
+class _Unit(NamedTuple):
+    text: str
+    starts_paragraph: bool
+
+
+def _units(text: str, size: int) -> list[_Unit]:
+    units: list[_Unit] = []
+    for raw_paragraph in _PARAGRAPH_BREAK.split(text):
+        paragraph = raw_paragraph.strip()
+        if not paragraph:
+            continue
+        if len(paragraph) <= size:
+            units.append(_Unit(paragraph, True))
+            continue
+        pieces: list[str] = []
+        for sentence in split_sentences(paragraph):
+            pieces.extend([sentence] if len(sentence) <= size else _split_words(sentence, size))
+        units.extend(_Unit(piece, index == 0) for index, piece in enumerate(pieces))
+    return units
+
+
+def _split_words(sentence: str, size: int) -> list[str]:
+    pieces: list[str] = []
+    current = ""
+    for word in sentence.split():
+        while len(word) > size:
+            if current:
+                pieces.append(current)
+                current = ""
+            pieces.append(word[:size])
+            word = word[size:]
+        candidate = f"{current} {word}" if current else word
+        if len(candidate) > size:
+            pieces.append(current)
+            candidate = word
+        current = candidate
+    if current:
+        pieces.append(current)
+    return pieces
+
+
+def _tail(units: list[_Unit], overlap: int) -> list[_Unit]:
+    """The trailing units of a finished chunk that fit in ``overlap`` characters."""
+    tail: list[_Unit] = []
+    total = 0
+    for unit in reversed(units):
+        if total + len(unit.text) > overlap:
+            break
+        tail.insert(0, unit)
+        total += len(unit.text) + 2
+    return tail
+
+
+def _join(units: list[_Unit]) -> str:
+    text = units[0].text
+    for unit in units[1:]:
+        text += ("\n\n" if unit.starts_paragraph else " ") + unit.text
+    return text

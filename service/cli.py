@@ -1,0 +1,226 @@
+"""``ragwatch``: serve the API, mint a token, ingest files and ask questions from the shell."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from service.auth import ADMIN, MEMBER, mint_token
+from service.config import Settings, SettingsError, load_settings
+
+__all__ = ["main"]
+
+_TTL = re.compile(r"^(\d+)([smhd]?)$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+INGESTIBLE = (".txt", ".md", ".markdown")
+
+
+def parse_ttl(text: str) -> int:
+    match = _TTL.fullmatch(text.strip())
+    if not match or int(match.group(1)) == 0:
+        raise argparse.ArgumentTypeError(f"expected a duration such as 90s, 15m, 1h or 7d, not {text!r}")
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ragwatch", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the API server")
+    serve.add_argument("--host", help="interface to bind (default: RAGWATCH_HOST)")
+    serve.add_argument("--port", type=int, help="TCP port (default: RAGWATCH_PORT)")
+
+    token = commands.add_parser("token", help="print a token signed with RAGWATCH_JWT_SECRET")
+    token.add_argument("--tenant", required=True)
+    token.add_argument("--user", required=True)
+    token.add_argument("--role", action="append", choices=[ADMIN, MEMBER], help="repeatable (default: member)")
+    token.add_argument("--ttl", type=parse_ttl, default=3600, help="lifetime: 90s, 15m, 1h, 7d (default 1h)")
+
+    for name, helptext in (("ingest", "ingest .txt/.md files or folders"), ("ask", "ask a question")):
+        sub = commands.add_parser(name, help=helptext)
+        sub.add_argument("--kb", required=True, help="knowledge base id")
+        sub.add_argument("--url", default=os.environ.get("RAGWATCH_URL", "http://127.0.0.1:8000"))
+        sub.add_argument("--token", default=os.environ.get("RAGWATCH_TOKEN"), help="bearer token (RAGWATCH_TOKEN)")
+        sub.add_argument("--tenant", default="demo", help="tenant of the token minted when none is given")
+    commands.choices["ingest"].add_argument("paths", nargs="+", type=Path)
+    commands.choices["ask"].add_argument("question")
+    commands.choices["ask"].add_argument("--stream", action="store_true")
+    commands.choices["ask"].add_argument("--top-k", type=int)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(os.environ)
+    except SettingsError as exc:
+        print(f"ragwatch: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "serve":
+        return _serve(settings, args)
+    if args.command == "token":
+        return _token(settings, args)
+    try:
+        with _client(settings, args) as client:
+            return _ingest(client, args) if args.command == "ingest" else _ask(client, args)
+    except ApiError as exc:
+        print(f"ragwatch: {exc}", file=sys.stderr)
+        return 1
+    except httpx.HTTPError as exc:
+        print(f"ragwatch: cannot reach {args.url}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    import logging
+
+    import uvicorn
+
+    from service.app import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    uvicorn.run(
+        create_app(settings),
+        host=args.host or settings.server.host,
+        port=args.port or settings.server.port,
+        log_level="info",
+    )
+    return 0
+
+
+def _token(settings: Settings, args: argparse.Namespace) -> int:
+    secret = settings.auth.jwt_secret
+    if secret is None:
+        print("ragwatch: RAGWATCH_JWT_SECRET: required to mint tokens", file=sys.stderr)
+        return 2
+    try:
+        token = mint_token(
+            secret.reveal(),
+            tenant_id=args.tenant,
+            user_id=args.user,
+            roles=args.role or [MEMBER],
+            ttl_s=args.ttl,
+            iss=settings.auth.jwt_issuer,
+            aud=settings.auth.jwt_audience,
+        )
+    except ValueError as exc:
+        print(f"ragwatch: {exc}", file=sys.stderr)
+        return 2
+    print(token)
+    return 0
+
+
+class ApiError(Exception):
+    """The API answered with a problem."""
+
+
+def _client(settings: Settings, args: argparse.Namespace) -> httpx.Client:
+    headers: dict[str, str] = {}
+    if args.token:
+        headers["Authorization"] = f"Bearer {args.token}"
+    elif settings.auth.auth_mode == "dev":
+        headers.update({"X-Tenant-Id": args.tenant, "X-User-Id": "cli"})
+    elif settings.auth.jwt_secret is not None:
+        token = mint_token(
+            settings.auth.jwt_secret.reveal(),
+            args.tenant,
+            "cli",
+            [ADMIN, MEMBER],
+            600,
+            iss=settings.auth.jwt_issuer,
+            aud=settings.auth.jwt_audience,
+        )
+        headers["Authorization"] = f"Bearer {token}"
+    return httpx.Client(base_url=args.url, headers=headers, timeout=120)
+
+
+def _check(response: httpx.Response) -> httpx.Response:
+    if response.is_success:
+        return response
+    try:
+        problem = response.json()
+        message = f"{response.status_code} {problem.get('title', '')}: {problem.get('detail', '')}"
+    except ValueError:
+        message = f"{response.status_code} {response.text[:200]}"
+    raise ApiError(message)
+
+
+def iter_files(paths: Sequence[Path]) -> Iterator[Path]:
+    for path in paths:
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in INGESTIBLE)
+        elif path.is_file():
+            yield path
+        else:
+            raise ApiError(f"no such file or folder: {path}")
+
+
+def document_id_for(path: Path) -> str:
+    """A stable id per file, so ingesting a file again replaces it instead of adding a copy."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem).strip("-.")[:40] or "file"
+    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
+    return f"{stem}-{digest}"
+
+
+def _ingest(client: httpx.Client, args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    files = list(iter_files(args.paths))
+    total_chunks = 0
+    with Progress(transient=False) as progress:
+        task = progress.add_task("ingesting", total=len(files))
+        for path in files:
+            with path.open("rb") as handle:
+                response = client.post(
+                    f"/v1/knowledge-bases/{args.kb}/documents",
+                    files={"file": (path.name, handle, "text/plain")},
+                    data={"id": document_id_for(path), "title": path.name},
+                )
+            total_chunks += _check(response).json()["chunks"]
+            progress.update(task, advance=1, description=f"{path.name}")
+    print(f"ingested {len(files)} file(s), {total_chunks} chunk(s) into {args.kb}")
+    return 0
+
+
+def _ask(client: httpx.Client, args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"kb_id": args.kb, "question": args.question, "stream": args.stream}
+    if args.top_k:
+        body["top_k"] = args.top_k
+    if not args.stream:
+        reply = _check(client.post("/v1/chat", json=body)).json()
+        print(reply["answer"])
+        _print_citations(reply["citations"], reply["trace_id"])
+        return 0
+    with client.stream("POST", "/v1/chat", json=body) as response:
+        if not response.is_success:
+            response.read()
+            _check(response)
+        event = ""
+        for line in response.iter_lines():
+            if line.startswith("event:"):
+                event = line.partition(":")[2].strip()
+            elif line.startswith("data:"):
+                data = json.loads(line.partition(":")[2])
+                if event == "delta":
+                    print(data["text"], end="", flush=True)
+                elif event == "done":
+                    print()
+                    _print_citations(data["citations"], data["trace_id"])
+                elif event == "error":
+                    raise ApiError(f"{data['status']} {data['title']}: {data['detail']}")
+    return 0
+
+
+def _print_citations(citations: list[dict[str, Any]], trace_id: str) -> None:
+    for number, citation in enumerate(citations, start=1):
+        print(f"  [{number}] {citation['title']} ({citation['document_id']}, score {citation['score']:.2f})")
+    print(f"  trace {trace_id}")

@@ -1,0 +1,244 @@
+"""Settings: one typed object built once from the environment.
+
+Every field of a section is read from ``RAGWATCH_<FIELD>`` (the ``openai`` section from the standard
+``OPENAI_<FIELD>`` variables). A field typed :class:`Secret` may instead be given as ``<NAME>_FILE``, a path
+to a file holding it, as Docker and Kubernetes mount secrets. Any invalid value stops start-up with a
+:class:`SettingsError` whose message is one line naming the variable and what it expected.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+import msgspec
+
+__all__ = ["Secret", "Settings", "SettingsError", "load_settings"]
+
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+ALLOWED_JWT_ALGORITHMS = frozenset(
+    {"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"}
+)
+MIN_HMAC_SECRET_BYTES = 32
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the service cannot start with."""
+
+
+class Secret:
+    """A value that is never printed back: its ``repr`` and ``str`` are masked."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+class ServerSettings(msgspec.Struct, frozen=True):
+    host: str = "127.0.0.1"
+    """Interface ``ragwatch serve`` binds to."""
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 8000
+    """TCP port of the API."""
+    max_body_bytes: PositiveInt = 10 * 1024 * 1024
+    """Largest request body accepted; larger ones are refused with 413 from their Content-Length."""
+
+
+class AuthSettings(msgspec.Struct, frozen=True):
+    auth_mode: Literal["jwt", "dev"] = "jwt"
+    """``jwt`` verifies bearer tokens; ``dev`` trusts ``X-Tenant-Id``/``X-User-Id`` headers (local use only)."""
+    jwt_secret: Secret | None = None
+    """Shared secret for HS* tokens (at least 32 bytes)."""
+    jwt_public_key_file: str | None = None
+    """PEM public key for RS*/PS*/ES* tokens."""
+    jwt_jwks_url: str | None = None
+    """JWKS endpoint for RS*/PS*/ES* tokens; keys are fetched by ``kid`` and cached."""
+    jwt_algorithms: tuple[str, ...] = ("HS256",)
+    """Accepted algorithms, comma separated. The token header never widens this list."""
+    jwt_issuer: str | None = None
+    """Required ``iss`` claim, when set."""
+    jwt_audience: str | None = None
+    """Required ``aud`` claim, when set."""
+    jwt_leeway_s: Annotated[int, msgspec.Meta(ge=0, le=300)] = 30
+    """Clock skew tolerated on ``exp``/``nbf``/``iat``."""
+
+
+class StorageSettings(msgspec.Struct, frozen=True):
+    data_dir: str = "./data"
+    """Local state directory; the embedded LanceDB lives in ``<data_dir>/lancedb``."""
+    lancedb_uri: str | None = None
+    """LanceDB location shared by replicas (``s3://bucket/path``, ``gs://...``); default: under ``data_dir``."""
+    read_consistency_s: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.5
+    """How stale another process's writes may look to this one, in seconds (at most 1)."""
+    ann_index_min_rows: PositiveInt = 50_000
+    """Chunk count from which an ANN vector index is built; below it, search is exact."""
+
+
+class ProviderSettings(msgspec.Struct, frozen=True):
+    embedder: Literal["hashing", "openai"] = "hashing"
+    """``hashing``: offline feature-hashing embedder; ``openai``: an OpenAI-compatible embeddings API."""
+    llm: Literal["extractive", "openai"] = "extractive"
+    """``extractive``: offline answerer built from retrieved sentences; ``openai``: a chat completions API."""
+    llm_model: str = "gpt-4o-mini"
+    """Chat model asked for when ``RAGWATCH_LLM=openai``."""
+    embedding_model: str = "text-embedding-3-small"
+    """Embedding model asked for when ``RAGWATCH_EMBEDDER=openai``."""
+    embedding_dimensions: Annotated[int, msgspec.Meta(ge=8, le=8192)] = 384
+    """Vector width: the hashing embedder's output, and the ``dimensions`` asked of the OpenAI API."""
+    llm_timeout_s: PositiveFloat = 30.0
+    """Timeout of one provider call, in seconds."""
+    llm_max_retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 2
+    """Retries of a failed provider call (connection errors, 408, 429, 5xx) by the ``openai`` client."""
+    llm_max_output_tokens: PositiveInt = 512
+    """Upper bound on the tokens of one answer."""
+
+
+class OpenAISettings(msgspec.Struct, frozen=True):
+    api_key: Secret | None = None
+    """``OPENAI_API_KEY``: key of the OpenAI-compatible provider."""
+    base_url: str | None = None
+    """``OPENAI_BASE_URL``: endpoint of an OpenAI-compatible provider (Azure, Gemini, Ollama, vLLM)."""
+
+
+class RagSettings(msgspec.Struct, frozen=True):
+    chunk_size: Annotated[int, msgspec.Meta(ge=100, le=20_000)] = 800
+    """Target chunk length, in characters."""
+    chunk_overlap: Annotated[int, msgspec.Meta(ge=0)] = 120
+    """Characters repeated from the end of one chunk at the start of the next."""
+    default_top_k: Annotated[int, msgspec.Meta(ge=1, le=50)] = 5
+    """Chunks retrieved for a chat when the request gives no ``top_k``."""
+    min_similarity: Annotated[float, msgspec.Meta(ge=-1, le=1)] = 0.05
+    """Vector hits less similar than this (cosine) are dropped before fusion, so off-topic questions find nothing."""
+
+
+class Settings(msgspec.Struct, frozen=True):
+    server: ServerSettings = msgspec.field(default_factory=ServerSettings)
+    auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
+    storage: StorageSettings = msgspec.field(default_factory=StorageSettings)
+    providers: ProviderSettings = msgspec.field(default_factory=ProviderSettings)
+    openai: OpenAISettings = msgspec.field(default_factory=OpenAISettings)
+    rag: RagSettings = msgspec.field(default_factory=RagSettings)
+
+    @property
+    def lancedb_uri(self) -> str:
+        return self.storage.lancedb_uri or str(Path(self.storage.data_dir) / "lancedb")
+
+
+_SectionT = TypeVar("_SectionT", bound=msgspec.Struct)
+
+
+def env_name(section: str, field: str) -> str:
+    """The environment variable that sets ``field`` of ``section``."""
+    prefix = "OPENAI_" if section == "openai" else "RAGWATCH_"
+    return prefix + field.upper()
+
+
+def load_settings(environ: Mapping[str, str]) -> Settings:
+    """Build and validate the settings from ``environ`` (usually ``os.environ``)."""
+    sections = {
+        info.name: _load_section(info.name, typing.cast("type[msgspec.Struct]", info.type), environ)
+        for info in msgspec.structs.fields(Settings)
+    }
+    settings = Settings(**sections)
+    _check_consistency(settings)
+    return settings
+
+
+def _load_section(section: str, cls: type[_SectionT], environ: Mapping[str, str]) -> _SectionT:
+    values: dict[str, Any] = {}
+    for info in msgspec.structs.fields(cls):
+        name = env_name(section, info.name)
+        if _is_secret(info.type):
+            secret = _read_secret(name, environ)
+            if secret is not None:
+                values[info.name] = secret
+            continue
+        raw = environ.get(name)
+        if raw is None or raw.strip() == "":
+            continue
+        values[info.name] = _convert(name, raw.strip(), info.type)
+    return cls(**values)
+
+
+def _convert(name: str, raw: str, annotation: Any) -> Any:
+    value: Any = raw
+    if typing.get_origin(annotation) is tuple:
+        value = [item.strip() for item in raw.split(",") if item.strip()]
+    try:
+        return msgspec.convert(value, annotation, strict=False)
+    except msgspec.ValidationError as exc:
+        message = str(exc).split(" - at ")[0]
+        raise SettingsError(f"{name}: {message} (got {raw!r})") from None
+
+
+def _is_secret(annotation: Any) -> bool:
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        return Secret in typing.get_args(annotation)
+    return annotation is Secret
+
+
+def _read_secret(name: str, environ: Mapping[str, str]) -> Secret | None:
+    direct = environ.get(name)
+    path = environ.get(f"{name}_FILE")
+    if direct and path:
+        raise SettingsError(f"{name}: set either {name} or {name}_FILE, not both")
+    if path:
+        try:
+            return Secret(Path(path).read_text(encoding="utf-8").strip())
+        except OSError as exc:
+            raise SettingsError(f"{name}_FILE: cannot read {path!r} ({exc.strerror})") from None
+    return Secret(direct) if direct else None
+
+
+def _check_consistency(settings: Settings) -> None:
+    """Rules that span several fields; each failure names the variable to change."""
+    auth = settings.auth
+    unknown = sorted(set(auth.jwt_algorithms) - ALLOWED_JWT_ALGORITHMS)
+    if unknown or not auth.jwt_algorithms:
+        allowed = ", ".join(sorted(ALLOWED_JWT_ALGORITHMS))
+        raise SettingsError(f"RAGWATCH_JWT_ALGORITHMS: expected a comma-separated subset of {allowed}")
+    if auth.auth_mode == "jwt":
+        _check_jwt_keys(auth)
+    if settings.rag.chunk_overlap >= settings.rag.chunk_size // 2:
+        raise SettingsError("RAGWATCH_CHUNK_OVERLAP: expected less than half of RAGWATCH_CHUNK_SIZE")
+    uses_openai = "openai" in (settings.providers.llm, settings.providers.embedder)
+    if uses_openai and settings.openai.api_key is None and settings.openai.base_url is None:
+        raise SettingsError("OPENAI_API_KEY: required when RAGWATCH_LLM or RAGWATCH_EMBEDDER is openai")
+
+
+def _check_jwt_keys(auth: AuthSettings) -> None:
+    uses_hmac = any(alg.startswith("HS") for alg in auth.jwt_algorithms)
+    uses_public_key = any(not alg.startswith("HS") for alg in auth.jwt_algorithms)
+    if uses_hmac:
+        if auth.jwt_secret is None:
+            raise SettingsError(
+                "RAGWATCH_JWT_SECRET: required for HS* algorithms in RAGWATCH_JWT_ALGORITHMS "
+                "(or set RAGWATCH_AUTH_MODE=dev for local use)"
+            )
+        if len(auth.jwt_secret.reveal().encode()) < MIN_HMAC_SECRET_BYTES:
+            raise SettingsError(f"RAGWATCH_JWT_SECRET: expected at least {MIN_HMAC_SECRET_BYTES} bytes")
+    if uses_public_key and not (auth.jwt_public_key_file or auth.jwt_jwks_url):
+        raise SettingsError(
+            "RAGWATCH_JWT_PUBLIC_KEY_FILE: required (or RAGWATCH_JWT_JWKS_URL) for the asymmetric "
+            "algorithms in RAGWATCH_JWT_ALGORITHMS"
+        )
+    if auth.jwt_public_key_file and not Path(auth.jwt_public_key_file).is_file():
+        raise SettingsError(f"RAGWATCH_JWT_PUBLIC_KEY_FILE: no file at {auth.jwt_public_key_file!r}")

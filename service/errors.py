@@ -1,0 +1,163 @@
+"""Domain errors, and the one place they become RFC 9457 problem responses.
+
+Each error kind has a stable ``type`` URI (``https://ragwatch.dev/problems/<slug>``) that clients may branch
+on; ``title`` is fixed per kind and ``detail`` explains this occurrence.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
+from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException, ProblemDetailsPlugin
+
+__all__ = [
+    "BadRequest",
+    "Conflict",
+    "Forbidden",
+    "NotFound",
+    "PayloadTooLarge",
+    "ProviderError",
+    "ProviderRateLimited",
+    "ProviderTimeout",
+    "ProviderUnavailable",
+    "RagwatchError",
+    "Unauthorized",
+    "UnsupportedMediaType",
+    "problem_details_plugin",
+    "unexpected_error_handlers",
+]
+
+PROBLEM_BASE = "https://ragwatch.dev/problems/"
+logger = logging.getLogger("ragwatch.errors")
+
+
+class RagwatchError(Exception):
+    """Base of every error the API reports on purpose."""
+
+    status: ClassVar[int] = 500
+    slug: ClassVar[str] = "internal-error"
+    title: ClassVar[str] = "Internal server error"
+
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = headers or {}
+
+
+# --- the caller's fault ---------------------------------------------------------------------------------
+
+
+class BadRequest(RagwatchError):
+    status, slug, title = 400, "invalid-request", "The request is not valid"
+
+
+class Unauthorized(RagwatchError):
+    status, slug, title = 401, "unauthenticated", "Authentication required"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+
+class Forbidden(RagwatchError):
+    status, slug, title = 403, "forbidden", "Not allowed for this role"
+
+
+class NotFound(RagwatchError):
+    status, slug, title = 404, "not-found", "No such resource"
+
+
+class Conflict(RagwatchError):
+    status, slug, title = 409, "conflict", "The resource is in a conflicting state"
+
+
+class PayloadTooLarge(RagwatchError):
+    status, slug, title = 413, "payload-too-large", "The request body is too large"
+
+
+class UnsupportedMediaType(RagwatchError):
+    status, slug, title = 415, "unsupported-media-type", "Unsupported content type"
+
+
+# --- the LLM provider's fault ---------------------------------------------------------------------------
+
+
+class ProviderError(RagwatchError):
+    status, slug, title = 502, "llm-provider-error", "The LLM provider failed"
+
+
+class ProviderRateLimited(ProviderError):
+    status, slug, title = 503, "llm-provider-rate-limited", "The LLM provider is rate limiting us"
+
+
+class ProviderUnavailable(ProviderError):
+    status, slug, title = 503, "llm-provider-unavailable", "The LLM provider cannot be reached"
+
+
+class ProviderTimeout(ProviderError):
+    status, slug, title = 504, "llm-provider-timeout", "The LLM provider did not answer in time"
+
+
+# --- translation ----------------------------------------------------------------------------------------
+
+_HTTP_SLUGS = {
+    400: ("invalid-request", "The request is not valid"),
+    401: ("unauthenticated", "Authentication required"),
+    404: ("not-found", "No such resource"),
+    405: ("method-not-allowed", "Method not allowed"),
+    413: ("payload-too-large", "The request body is too large"),
+    415: ("unsupported-media-type", "Unsupported content type"),
+}
+
+
+def _domain_problem(exc: RagwatchError) -> ProblemDetailsException:
+    return ProblemDetailsException(
+        status_code=exc.status,
+        type_=PROBLEM_BASE + exc.slug,
+        title=exc.title,
+        detail=exc.detail,
+        headers=exc.headers or None,
+    )
+
+
+def _http_problem(exc: HTTPException) -> ProblemDetailsException:
+    slug, title = _HTTP_SLUGS.get(exc.status_code, ("http-error", exc.detail))
+    extra: dict[str, Any] | None = None
+    if isinstance(exc, ValidationException) and isinstance(exc.extra, list):
+        extra = {"errors": exc.extra}
+    headers = dict(exc.headers or {})
+    if isinstance(exc, NotAuthorizedException):
+        headers.setdefault("WWW-Authenticate", "Bearer")
+    return ProblemDetailsException(
+        status_code=exc.status_code,
+        type_=PROBLEM_BASE + slug,
+        title=title,
+        detail=exc.detail,
+        headers=headers or None,
+        extra=extra,
+    )
+
+
+def _unexpected_problem(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    problem = ProblemDetailsException(
+        status_code=500,
+        type_=PROBLEM_BASE + "internal-error",
+        title="Internal server error",
+        detail="An unexpected error occurred; the trace id identifies it.",
+    )
+    return problem.to_response(request)
+
+
+def problem_details_plugin() -> ProblemDetailsPlugin:
+    """The plugin that renders every error as ``application/problem+json``."""
+    return ProblemDetailsPlugin(
+        ProblemDetailsConfig(
+            exception_to_problem_detail_map={RagwatchError: _domain_problem, HTTPException: _http_problem}
+        )
+    )
+
+
+unexpected_error_handlers = {Exception: _unexpected_problem}

@@ -1,0 +1,110 @@
+"""Request and response bodies of the HTTP API (msgspec Structs, so OpenAPI is generated from them)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+
+__all__ = [
+    "ID_PATTERN",
+    "ChatRequest",
+    "ChatResponse",
+    "Citation",
+    "DocumentCreate",
+    "DocumentCreated",
+    "DocumentSummary",
+    "HealthCheck",
+    "KnowledgeBase",
+    "KnowledgeBaseCreate",
+    "KnowledgeBaseDetail",
+    "Readiness",
+    "Usage",
+]
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+"""Every id that reaches a LanceDB filter matches this: no quote, space or operator can get through."""
+
+Identifier = Annotated[str, msgspec.Meta(pattern=ID_PATTERN, description="Letters, digits, '_', '.', '-'")]
+NonBlank = Annotated[str, msgspec.Meta(min_length=1, pattern=r"\S")]
+
+
+class KnowledgeBaseCreate(msgspec.Struct, forbid_unknown_fields=True):
+    name: Annotated[NonBlank, msgspec.Meta(max_length=200)]
+    description: Annotated[str, msgspec.Meta(max_length=2000)] = ""
+
+
+class KnowledgeBase(msgspec.Struct):
+    id: str
+    name: str
+    description: str
+    created_at: str
+
+
+class KnowledgeBaseDetail(KnowledgeBase):
+    document_count: int
+    chunk_count: int
+
+
+class DocumentCreate(msgspec.Struct, forbid_unknown_fields=True):
+    title: Annotated[NonBlank, msgspec.Meta(max_length=500)]
+    text: NonBlank
+    metadata: dict[str, Any] = msgspec.field(default_factory=dict)
+    id: Identifier | None = None
+
+
+class DocumentCreated(msgspec.Struct):
+    document_id: str
+    chunks: int
+    replaced: bool
+
+
+class DocumentSummary(msgspec.Struct):
+    document_id: str
+    title: str
+    chunks: int
+    bytes: int
+    metadata: dict[str, Any]
+    created_at: str
+
+
+class DocumentDetail(DocumentSummary):
+    text: str
+
+
+class ChatRequest(msgspec.Struct, forbid_unknown_fields=True):
+    kb_id: Identifier
+    question: Annotated[NonBlank, msgspec.Meta(max_length=4000)]
+    top_k: Annotated[int, msgspec.Meta(ge=1, le=50)] | None = None
+    stream: bool = False
+
+
+class Citation(msgspec.Struct):
+    document_id: str
+    chunk_id: str
+    title: str
+    score: float
+    text: str
+
+
+class Usage(msgspec.Struct):
+    input_tokens: int
+    output_tokens: int
+
+
+class ChatResponse(msgspec.Struct):
+    answer: str
+    citations: list[Citation]
+    model: str
+    usage: Usage
+    trace_id: str
+
+
+class HealthCheck(msgspec.Struct):
+    status: str
+    detail: str = ""
+
+
+class Readiness(msgspec.Struct):
+    status: str
+    checks: dict[str, HealthCheck]

@@ -1,0 +1,62 @@
+"""Embedders and answerers: the offline default or an OpenAI-compatible API, chosen by settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from openai import AsyncOpenAI
+
+from service.config import Settings
+from service.providers.base import Answer, Answerer, AnswerStream, Embedder, Passage
+from service.providers.offline import NO_ANSWER, ExtractiveAnswerer, HashingEmbedder
+from service.providers.openai import OpenAIAnswerer, OpenAIEmbedder
+
+__all__ = [
+    "NO_ANSWER",
+    "Answer",
+    "AnswerStream",
+    "Answerer",
+    "Embedder",
+    "Passage",
+    "Providers",
+    "build_providers",
+]
+
+
+@dataclass
+class Providers:
+    embedder: Embedder
+    answerer: Answerer
+    client: AsyncOpenAI | None
+    """The shared ``openai`` client, when a provider uses it; closed at shutdown."""
+
+    async def aclose(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+
+
+def build_providers(settings: Settings) -> Providers:
+    chosen = settings.providers
+    client = _openai_client(settings) if "openai" in (chosen.embedder, chosen.llm) else None
+    embedder: Embedder = (
+        OpenAIEmbedder(client, chosen.embedding_model, chosen.embedding_dimensions)
+        if client is not None and chosen.embedder == "openai"
+        else HashingEmbedder(chosen.embedding_dimensions)
+    )
+    answerer: Answerer = (
+        OpenAIAnswerer(client, chosen.llm_model, chosen.llm_max_output_tokens)
+        if client is not None and chosen.llm == "openai"
+        else ExtractiveAnswerer()
+    )
+    return Providers(embedder=embedder, answerer=answerer, client=client)
+
+
+def _openai_client(settings: Settings) -> AsyncOpenAI:
+    key = settings.openai.api_key
+    return AsyncOpenAI(
+        # Local servers (Ollama, vLLM) accept any key, but the client insists on one.
+        api_key=key.reveal() if key is not None else "unused",
+        base_url=settings.openai.base_url,
+        timeout=settings.providers.llm_timeout_s,
+        max_retries=settings.providers.llm_max_retries,
+    )

@@ -1,0 +1,94 @@
+"""The two interfaces every provider implements: an embedder and an answerer."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "SYSTEM_PROMPT",
+    "Answer",
+    "AnswerStream",
+    "Answerer",
+    "Embedder",
+    "Passage",
+    "Vectors",
+    "build_user_prompt",
+    "count_tokens",
+]
+
+Vectors = npt.NDArray[np.float32]
+
+SYSTEM_PROMPT = (
+    "You answer questions using only the numbered context passages provided. "
+    "Cite every statement with the passage numbers it comes from, like [1] or [2][3]. "
+    "If the passages do not contain the answer, say that the knowledge base does not say, "
+    "and do not guess or use outside knowledge."
+)
+
+
+class Passage(msgspec.Struct, frozen=True):
+    """A retrieved chunk, as handed to an answerer and returned as a citation."""
+
+    document_id: str
+    chunk_id: str
+    title: str
+    text: str
+    score: float
+
+
+class Answer(msgspec.Struct):
+    text: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    finish_reason: str
+
+
+class Embedder(Protocol):
+    provider: str
+    model: str
+    dimensions: int
+
+    async def embed(self, texts: Sequence[str]) -> Vectors:
+        """One L2-normalised row per text, ``dimensions`` wide."""
+        ...
+
+
+class AnswerStream(Protocol):
+    """Text deltas of an answer; ``result`` is filled in once the stream is exhausted."""
+
+    result: Answer | None
+
+    def __aiter__(self) -> AsyncIterator[str]: ...
+
+    async def aclose(self) -> None:
+        """Stop generating and release the upstream call (a client went away)."""
+        ...
+
+
+class Answerer(Protocol):
+    provider: str
+    model: str
+
+    async def answer(self, question: str, passages: Sequence[Passage]) -> Answer: ...
+
+    async def stream(self, question: str, passages: Sequence[Passage]) -> AnswerStream: ...
+
+
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+
+
+def count_tokens(text: str) -> int:
+    """Approximate token count (words and punctuation) for providers that report none."""
+    return len(_TOKEN.findall(text))
+
+
+def build_user_prompt(question: str, passages: Sequence[Passage]) -> str:
+    context = "\n\n".join(f"[{n}] {p.title}\n{p.text}" for n, p in enumerate(passages, start=1))
+    return f"Context passages:\n\n{context}\n\nQuestion: {question}"

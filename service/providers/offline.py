@@ -1,0 +1,116 @@
+"""The offline default: a feature-hashing embedder and an extractive answerer. No network, no key."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+import zlib
+from collections.abc import AsyncIterator, Sequence
+
+import numpy as np
+
+from service.chunking import split_sentences
+from service.providers.base import Answer, Passage, Vectors, build_user_prompt, count_tokens
+
+__all__ = ["NO_ANSWER", "ExtractiveAnswerer", "HashingEmbedder"]
+
+NO_ANSWER = "The knowledge base does not say."
+_WORD = re.compile(r"\w+")
+_STOPWORDS = frozenset(
+    "a an and are as at be by can do does for from has have how i in is it its of on or that the this to "
+    "was what when where which who why will with you your".split()
+)
+
+
+def _terms(text: str) -> list[str]:
+    """Lower-cased, accent-folded words with a naive plural strip ("documents" and "document" match)."""
+    folded = unicodedata.normalize("NFKD", text.lower())
+    words = _WORD.findall(folded)
+    return [w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w for w in words]
+
+
+class HashingEmbedder:
+    """Signed feature hashing of word unigrams and bigrams: deterministic across processes and machines.
+
+    ``zlib.crc32`` stands in for Python's ``hash``, which is salted per process.
+    """
+
+    provider = "ragwatch"
+
+    def __init__(self, dimensions: int) -> None:
+        self.dimensions = dimensions
+        self.model = f"hashing-{dimensions}"
+
+    async def embed(self, texts: Sequence[str]) -> Vectors:
+        return self.embed_sync(texts)
+
+    def embed_sync(self, texts: Sequence[str]) -> Vectors:
+        out = np.zeros((len(texts), self.dimensions), dtype=np.float32)
+        for row, text in enumerate(texts):
+            terms = [t for t in _terms(text) if t not in _STOPWORDS]
+            features = terms + [f"{a} {b}" for a, b in zip(terms, terms[1:], strict=False)]
+            if not features:
+                continue
+            hashes = np.fromiter((zlib.crc32(f.encode()) for f in features), dtype=np.uint64, count=len(features))
+            signs = np.where((hashes >> np.uint64(31)) & np.uint64(1), -1.0, 1.0).astype(np.float32)
+            weights = np.concatenate([np.ones(len(terms)), np.full(len(features) - len(terms), 0.5)])
+            np.add.at(out[row], (hashes % np.uint64(self.dimensions)).astype(np.intp), signs * weights)
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return np.divide(out, norms, out=out, where=norms > 0)
+
+
+class ExtractiveAnswer:
+    """An :class:`~service.providers.base.AnswerStream` over a finished extractive answer, word by word."""
+
+    def __init__(self, answer: Answer) -> None:
+        self._answer = answer
+        self.result: Answer | None = None
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        for piece in re.findall(r"\S+\s*", self._answer.text):
+            yield piece
+        self.result = self._answer
+
+    async def aclose(self) -> None:
+        return None
+
+
+class ExtractiveAnswerer:
+    """Answers with the retrieved sentences that share the most terms with the question, each cited.
+
+    It never invents text, so every answer is grounded; when nothing overlaps it says so.
+    """
+
+    provider = "ragwatch"
+    model = "extractive"
+
+    def __init__(self, max_sentences: int = 3) -> None:
+        self.max_sentences = max_sentences
+
+    async def answer(self, question: str, passages: Sequence[Passage]) -> Answer:
+        text = self._compose(question, passages)
+        return Answer(
+            text=text,
+            model=self.model,
+            input_tokens=count_tokens(build_user_prompt(question, passages)),
+            output_tokens=count_tokens(text),
+            finish_reason="stop",
+        )
+
+    async def stream(self, question: str, passages: Sequence[Passage]) -> ExtractiveAnswer:
+        return ExtractiveAnswer(await self.answer(question, passages))
+
+    def _compose(self, question: str, passages: Sequence[Passage]) -> str:
+        wanted = set(_terms(question)) - _STOPWORDS
+        scored: list[tuple[float, int, int, str]] = []
+        for number, passage in enumerate(passages, start=1):
+            for position, sentence in enumerate(split_sentences(passage.text)):
+                overlap = len(wanted & set(_terms(sentence)))
+                if overlap:
+                    score = overlap / (1 + len(sentence) / 400) + passage.score * 0.1
+                    scored.append((score, number, position, sentence))
+        if not scored:
+            return NO_ANSWER
+        best = sorted(scored, key=lambda s: -s[0])[: self.max_sentences]
+        best.sort(key=lambda s: (s[1], s[2]))
+        return " ".join(f"{' '.join(sentence.split())} [{number}]" for _, number, _, sentence in best)

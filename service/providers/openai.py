@@ -1,0 +1,163 @@
+"""Embeddings and answers from any OpenAI-compatible API (OpenAI, Azure OpenAI, Gemini, Ollama, vLLM)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import numpy as np
+import openai
+from openai import AsyncOpenAI, AsyncStream
+from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
+
+from service.errors import (
+    ProviderError,
+    ProviderRateLimited,
+    ProviderTimeout,
+    ProviderUnavailable,
+    RagwatchError,
+)
+from service.providers.base import (
+    SYSTEM_PROMPT,
+    Answer,
+    Passage,
+    Vectors,
+    build_user_prompt,
+    count_tokens,
+)
+
+__all__ = ["OpenAIAnswerer", "OpenAIEmbedder", "provider_errors"]
+
+
+def _translate(exc: openai.OpenAIError) -> RagwatchError:
+    """Map a client error to the problem the API reports (502, 503 or 504)."""
+    if isinstance(exc, openai.APITimeoutError):
+        return ProviderTimeout("The LLM provider did not answer within RAGWATCH_LLM_TIMEOUT_S.")
+    if isinstance(exc, openai.APIConnectionError):
+        return ProviderUnavailable("The LLM provider could not be reached.")
+    if isinstance(exc, openai.RateLimitError):
+        retry_after = exc.response.headers.get("retry-after")
+        headers = {"Retry-After": retry_after} if retry_after and retry_after.isdigit() else None
+        return ProviderRateLimited("The LLM provider refused the call with 429.", headers=headers)
+    if isinstance(exc, openai.APIStatusError):
+        return ProviderError(f"The LLM provider answered {exc.status_code}.")
+    return ProviderError(f"The LLM provider's reply could not be used ({type(exc).__name__}).")
+
+
+@asynccontextmanager
+async def provider_errors() -> AsyncIterator[None]:
+    try:
+        yield
+    except openai.OpenAIError as exc:
+        raise _translate(exc) from exc
+
+
+class OpenAIEmbedder:
+    provider = "openai"
+
+    def __init__(self, client: AsyncOpenAI, model: str, dimensions: int) -> None:
+        self._client = client
+        self.model = model
+        self.dimensions = dimensions
+        # Only the text-embedding-3 family can shorten its vectors; other servers may reject the argument.
+        self._extra: dict[str, Any] = {"dimensions": dimensions} if model.startswith("text-embedding-3") else {}
+
+    async def embed(self, texts: Sequence[str]) -> Vectors:
+        async with provider_errors():
+            reply = await self._client.embeddings.create(
+                model=self.model, input=list(texts), encoding_format="float", **self._extra
+            )
+        rows = sorted(reply.data, key=lambda item: item.index)
+        vectors = np.asarray([row.embedding for row in rows], dtype=np.float32)
+        if vectors.shape != (len(texts), self.dimensions):
+            raise ProviderError(
+                f"The embedding model returned vectors of shape {vectors.shape}; expected "
+                f"{self.dimensions} wide (set RAGWATCH_EMBEDDING_DIMENSIONS to the model's width)."
+            )
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return np.divide(vectors, norms, out=vectors, where=norms > 0)
+
+
+class OpenAIAnswerStream:
+    """Deltas of a streamed chat completion; closing it closes the upstream HTTP response."""
+
+    def __init__(self, stream: AsyncStream[ChatCompletionChunk], model: str, prompt_tokens: int) -> None:
+        self._stream = stream
+        self._model = model
+        self._prompt_tokens = prompt_tokens
+        self.result: Answer | None = None
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        parts: list[str] = []
+        finish_reason = "stop"
+        model = self._model
+        usage = None
+        async with provider_errors():
+            async for chunk in self._stream:
+                model = chunk.model or model
+                usage = chunk.usage or usage
+                for choice in chunk.choices:
+                    finish_reason = choice.finish_reason or finish_reason
+                    if choice.delta.content:
+                        parts.append(choice.delta.content)
+                        yield choice.delta.content
+        text = "".join(parts)
+        self.result = Answer(
+            text=text,
+            model=model,
+            input_tokens=usage.prompt_tokens if usage else self._prompt_tokens,
+            output_tokens=usage.completion_tokens if usage else count_tokens(text),
+            finish_reason=finish_reason,
+        )
+
+    async def aclose(self) -> None:
+        await self._stream.close()
+
+
+class OpenAIAnswerer:
+    provider = "openai"
+
+    def __init__(self, client: AsyncOpenAI, model: str, max_output_tokens: int) -> None:
+        self._client = client
+        self.model = model
+        self._max_tokens = max_output_tokens
+
+    def _messages(self, question: str, passages: Sequence[Passage]) -> list[ChatCompletionMessageParam]:
+        return [
+            {"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": build_user_prompt(question, passages)},
+        ]
+
+    async def answer(self, question: str, passages: Sequence[Passage]) -> Answer:
+        async with provider_errors():
+            reply = await self._client.chat.completions.create(
+                model=self.model, messages=self._messages(question, passages), max_tokens=self._max_tokens
+            )
+        if not reply.choices:
+            raise ProviderError("The LLM provider returned no choices.")
+        choice = reply.choices[0]
+        text = choice.message.content or ""
+        return Answer(
+            text=text,
+            model=reply.model or self.model,
+            input_tokens=reply.usage.prompt_tokens if reply.usage else _prompt_tokens(question, passages),
+            output_tokens=reply.usage.completion_tokens if reply.usage else count_tokens(text),
+            finish_reason=choice.finish_reason or "stop",
+        )
+
+    async def stream(self, question: str, passages: Sequence[Passage]) -> OpenAIAnswerStream:
+        messages = self._messages(question, passages)
+        async with provider_errors():
+            stream = await self._client.chat.completions.create(
+                model=self.model,
+                messages=messages,
+                max_tokens=self._max_tokens,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        return OpenAIAnswerStream(stream, self.model, _prompt_tokens(question, passages))
+
+
+def _prompt_tokens(question: str, passages: Sequence[Passage]) -> int:
+    return count_tokens(SYSTEM_PROMPT) + count_tokens(build_user_prompt(question, passages))

@@ -1,0 +1,39 @@
+"""Readiness checks behind ``/health/ready``."""
+
+from __future__ import annotations
+
+import asyncio
+
+from service.config import Settings
+from service.models import HealthCheck, Readiness
+from service.rag import RagPipeline
+
+__all__ = ["check_readiness"]
+
+_CHECK_TIMEOUT_S = 2.0
+
+
+async def check_readiness(pipeline: RagPipeline, settings: Settings) -> Readiness:
+    checks = {"lancedb": await _check_lancedb(pipeline), "llm": _check_llm_config(settings)}
+    healthy = all(check.status == "ok" for check in checks.values())
+    return Readiness(status="ok" if healthy else "unavailable", checks=checks)
+
+
+async def _check_lancedb(pipeline: RagPipeline) -> HealthCheck:
+    try:
+        await asyncio.wait_for(pipeline.store.ping(), _CHECK_TIMEOUT_S)
+    except TimeoutError:
+        return HealthCheck(status="failing", detail=f"LanceDB did not answer within {_CHECK_TIMEOUT_S:g}s")
+    except Exception as exc:  # any failure to read means not ready; the detail says which
+        return HealthCheck(status="failing", detail=f"LanceDB cannot be read: {type(exc).__name__}")
+    return HealthCheck(status="ok")
+
+
+def _check_llm_config(settings: Settings) -> HealthCheck:
+    """The provider's configuration only: probing it would spend money on every probe."""
+    providers = settings.providers
+    if "openai" not in (providers.llm, providers.embedder):
+        return HealthCheck(status="ok", detail="offline embedder and extractive answerer")
+    if settings.openai.api_key is None and settings.openai.base_url is None:
+        return HealthCheck(status="failing", detail="OPENAI_API_KEY or OPENAI_BASE_URL is not set")
+    return HealthCheck(status="ok", detail=f"openai-compatible: {providers.llm_model}")
