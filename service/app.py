@@ -17,7 +17,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from service import __version__
 from service.api import DocumentController, KnowledgeBaseController, chat, live, ready
 from service.api.dependencies import provide_pipeline, provide_principal
-from service.auth import AuthMiddleware, Authenticator, DevHeaderAuthenticator, JWTAuthenticator
+from service.auth import Authenticator, AuthMiddleware, DevHeaderAuthenticator, JWTAuthenticator
 from service.config import Settings
 from service.errors import problem_details_plugin, unexpected_error_handlers
 from service.providers import Providers, build_providers

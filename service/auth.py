@@ -62,7 +62,9 @@ class JWTAuthenticator:
     def __init__(self, settings: AuthSettings) -> None:
         self._algorithms = list(settings.jwt_algorithms)
         self._keys = _static_keys(settings)
-        self._jwks = jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True, lifespan=300) if settings.jwt_jwks_url else None
+        self._jwks = (
+            jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True, lifespan=300) if settings.jwt_jwks_url else None
+        )
         self._issuer = settings.jwt_issuer
         self._audience = settings.jwt_audience
         self._leeway = settings.jwt_leeway_s

@@ -62,7 +62,8 @@ def _units(text: str, size: int) -> list[_Unit]:
 def _split_words(sentence: str, size: int) -> list[str]:
     pieces: list[str] = []
     current = ""
-    for word in sentence.split():
+    for long_word in sentence.split():
+        word = long_word
         while len(word) > size:
             if current:
                 pieces.append(current)

@@ -21,7 +21,20 @@ __all__ = ["Secret", "Settings", "SettingsError", "load_settings"]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 ALLOWED_JWT_ALGORITHMS = frozenset(
-    {"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"}
+    {
+        "HS256",
+        "HS384",
+        "HS512",
+        "RS256",
+        "RS384",
+        "RS512",
+        "PS256",
+        "PS384",
+        "PS512",
+        "ES256",
+        "ES384",
+        "ES512",
+    }
 )
 MIN_HMAC_SECRET_BYTES = 32
 
@@ -153,11 +166,14 @@ def env_name(section: str, field: str) -> str:
 
 def load_settings(environ: Mapping[str, str]) -> Settings:
     """Build and validate the settings from ``environ`` (usually ``os.environ``)."""
-    sections = {
-        info.name: _load_section(info.name, typing.cast("type[msgspec.Struct]", info.type), environ)
-        for info in msgspec.structs.fields(Settings)
-    }
-    settings = Settings(**sections)
+    settings = Settings(
+        server=_load_section("server", ServerSettings, environ),
+        auth=_load_section("auth", AuthSettings, environ),
+        storage=_load_section("storage", StorageSettings, environ),
+        providers=_load_section("providers", ProviderSettings, environ),
+        openai=_load_section("openai", OpenAISettings, environ),
+        rag=_load_section("rag", RagSettings, environ),
+    )
     _check_consistency(settings)
     return settings
 

@@ -11,7 +11,11 @@ from typing import Any, ClassVar
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
-from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException, ProblemDetailsPlugin
+from litestar.plugins.problem_details import (
+    ProblemDetailsConfig,
+    ProblemDetailsException,
+    ProblemDetailsPlugin,
+)
 
 __all__ = [
     "BadRequest",
@@ -160,4 +164,4 @@ def problem_details_plugin() -> ProblemDetailsPlugin:
     )
 
 
-unexpected_error_handlers = {Exception: _unexpected_problem}
+unexpected_error_handlers: dict[int | type[Exception], Any] = {Exception: _unexpected_problem}

@@ -134,9 +134,7 @@ class Store:
         self._last_maintenance = 0.0
 
     @classmethod
-    async def open(
-        cls, uri: str, dimensions: int, read_consistency_s: float, ann_index_min_rows: int
-    ) -> Store:
+    async def open(cls, uri: str, dimensions: int, read_consistency_s: float, ann_index_min_rows: int) -> Store:
         db = await lancedb.connect_async(uri, read_consistency_interval=timedelta(seconds=read_consistency_s))
         kbs = await db.create_table("knowledge_bases", schema=_KB_SCHEMA, exist_ok=True)
         chunks = await db.create_table("chunks", schema=_chunk_schema(dimensions), exist_ok=True)
@@ -153,7 +151,7 @@ class Store:
     async def close(self) -> None:
         if self._maintenance is not None:
             await self._maintenance
-        self._db.close()
+        self._db.close()  # type: ignore[no-untyped-call]
 
     async def ping(self) -> None:
         """Raise if the tables cannot be read."""
@@ -208,7 +206,7 @@ class Store:
     ) -> bool:
         """Insert or atomically replace a document's chunks; return whether it existed before."""
         scope = f"{_kb_filter(tenant_id, kb_id)} AND document_id = {sql_literal(document.document_id)}"
-        existed = await self._chunks.count_rows(scope) > 0
+        existed: bool = await self._chunks.count_rows(scope) > 0
         rows = _chunk_rows(tenant_id, kb_id, document, chunk_texts, vectors)
         for attempt in range(1, _WRITE_ATTEMPTS + 1):
             try:
@@ -241,9 +239,7 @@ class Store:
             return None
         rows = await (
             self._chunks.query()
-            .where(
-                f"{_kb_filter(tenant_id, kb_id)} AND document_id = {sql_literal(document_id)} AND chunk_index = 0"
-            )
+            .where(f"{_kb_filter(tenant_id, kb_id)} AND document_id = {sql_literal(document_id)} AND chunk_index = 0")
             .select([*_DOCUMENT_COLUMNS, "document_text"])
             .limit(1)
             .to_list()
@@ -357,5 +353,9 @@ def _document(row: dict[str, Any]) -> DocumentRecord:
 
 def _hit(row: dict[str, Any], score: float) -> ChunkHit:
     return ChunkHit(
-        document_id=row["document_id"], chunk_id=row["chunk_id"], title=row["title"], text=row["text"], score=score
+        document_id=row["document_id"],
+        chunk_id=row["chunk_id"],
+        title=row["title"],
+        text=row["text"],
+        score=score,
     )

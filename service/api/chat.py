@@ -8,7 +8,9 @@ from typing import Any
 import anyio
 import msgspec
 from litestar import Request, Response, post
+from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import JSONBody
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from service.auth import Principal, requires_member
@@ -39,7 +41,10 @@ def wants_stream(data: ChatRequest, request: Request[Any, Any, Any]) -> bool:
     responses={200: ResponseSpec(data_container=ChatResponse, description="The answer (JSON or an SSE stream)")},
 )
 async def chat(
-    data: ChatRequest, request: Request[Any, Any, Any], principal: Principal, pipeline: RagPipeline
+    data: JSONBody[ChatRequest],
+    request: Request[Any, Any, Any],
+    principal: NamedDependency[Principal],
+    pipeline: NamedDependency[RagPipeline],
 ) -> Response[Any]:
     if not wants_stream(data, request):
         return Response(await pipeline.chat(principal, data))

@@ -10,7 +10,9 @@ from typing import Any
 import msgspec
 from litestar import Controller, Request, delete, get, post
 from litestar.datastructures import UploadFile
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
+from litestar.di import NamedDependency
+from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
+from litestar.params import FromPath
 
 from service.auth import Principal, requires_admin, requires_member
 from service.errors import BadRequest, NotFound, UnsupportedMediaType
@@ -108,7 +110,9 @@ class IngestOperation(Operation):
                         type=OpenAPIType.OBJECT,
                         required=["file"],
                         properties={
-                            "file": Schema(type=OpenAPIType.STRING, format="binary", description=".txt or .md"),
+                            "file": Schema(
+                                type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY, description=".txt or .md"
+                            ),
                             "title": text,
                             "metadata": Schema(type=OpenAPIType.STRING, description="a JSON object"),
                             "id": Schema(type=OpenAPIType.STRING, pattern=ID_PATTERN),
@@ -141,18 +145,30 @@ class DocumentController(Controller):
         summary="Ingest a document; an existing id replaces it atomically",
     )
     async def ingest(
-        self, kb_id: str, request: Request[Any, Any, Any], principal: Principal, pipeline: RagPipeline
+        self,
+        kb_id: FromPath[str],
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        pipeline: NamedDependency[RagPipeline],
     ) -> DocumentCreated:
         document = await read_new_document(request)
         return await pipeline.ingest(principal, kb_id, document)
 
     @get(summary="List a knowledge base's documents")
-    async def list(self, kb_id: str, principal: Principal, pipeline: RagPipeline) -> list[DocumentSummary]:
+    async def list(
+        self, kb_id: FromPath[str], principal: NamedDependency[Principal], pipeline: NamedDependency[RagPipeline]
+    ) -> list[DocumentSummary]:
         await pipeline.knowledge_base(principal, kb_id)
         return [_summary(record) for record in await pipeline.store.list_documents(principal.tenant_id, kb_id)]
 
     @get("/{document_id:str}", summary="A document with its full text")
-    async def detail(self, kb_id: str, document_id: str, principal: Principal, pipeline: RagPipeline) -> DocumentDetail:
+    async def detail(
+        self,
+        kb_id: FromPath[str],
+        document_id: FromPath[str],
+        principal: NamedDependency[Principal],
+        pipeline: NamedDependency[RagPipeline],
+    ) -> DocumentDetail:
         await pipeline.knowledge_base(principal, kb_id)
         record = await pipeline.store.get_document(principal.tenant_id, kb_id, document_id)
         if record is None:
@@ -160,7 +176,13 @@ class DocumentController(Controller):
         return DocumentDetail(**msgspec.structs.asdict(_summary(record)), text=record.text or "")
 
     @delete("/{document_id:str}", guards=[requires_admin], summary="Delete a document and its chunks")
-    async def remove(self, kb_id: str, document_id: str, principal: Principal, pipeline: RagPipeline) -> None:
+    async def remove(
+        self,
+        kb_id: FromPath[str],
+        document_id: FromPath[str],
+        principal: NamedDependency[Principal],
+        pipeline: NamedDependency[RagPipeline],
+    ) -> None:
         await pipeline.knowledge_base(principal, kb_id)
         if not await pipeline.store.delete_document(principal.tenant_id, kb_id, document_id):
             raise NotFound(f"No document {document_id!r} in knowledge base {kb_id!r}.")

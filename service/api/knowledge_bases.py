@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from litestar import Controller, delete, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
 
 from service.auth import Principal, requires_admin, requires_member
 from service.models import KnowledgeBase, KnowledgeBaseCreate, KnowledgeBaseDetail
@@ -22,18 +24,27 @@ class KnowledgeBaseController(Controller):
     guards = [requires_member]
 
     @post(guards=[requires_admin], summary="Create a knowledge base")
-    async def create(self, data: KnowledgeBaseCreate, principal: Principal, pipeline: RagPipeline) -> KnowledgeBase:
+    async def create(
+        self,
+        data: JSONBody[KnowledgeBaseCreate],
+        principal: NamedDependency[Principal],
+        pipeline: NamedDependency[RagPipeline],
+    ) -> KnowledgeBase:
         record = await pipeline.store.create_kb(
             principal.tenant_id, data.name.strip(), data.description, pipeline.embedder.model
         )
         return _public(record)
 
     @get(summary="List the tenant's knowledge bases")
-    async def list(self, principal: Principal, pipeline: RagPipeline) -> list[KnowledgeBase]:
+    async def list(
+        self, principal: NamedDependency[Principal], pipeline: NamedDependency[RagPipeline]
+    ) -> list[KnowledgeBase]:
         return [_public(record) for record in await pipeline.store.list_kbs(principal.tenant_id)]
 
     @get("/{kb_id:str}", summary="A knowledge base with its document and chunk counts")
-    async def detail(self, kb_id: str, principal: Principal, pipeline: RagPipeline) -> KnowledgeBaseDetail:
+    async def detail(
+        self, kb_id: FromPath[str], principal: NamedDependency[Principal], pipeline: NamedDependency[RagPipeline]
+    ) -> KnowledgeBaseDetail:
         record = await pipeline.knowledge_base(principal, kb_id)
         documents, chunks = await pipeline.store.kb_counts(principal.tenant_id, kb_id)
         return KnowledgeBaseDetail(
@@ -46,6 +57,8 @@ class KnowledgeBaseController(Controller):
         )
 
     @delete("/{kb_id:str}", guards=[requires_admin], summary="Delete a knowledge base and its documents")
-    async def remove(self, kb_id: str, principal: Principal, pipeline: RagPipeline) -> None:
+    async def remove(
+        self, kb_id: FromPath[str], principal: NamedDependency[Principal], pipeline: NamedDependency[RagPipeline]
+    ) -> None:
         await pipeline.knowledge_base(principal, kb_id)
         await pipeline.store.delete_kb(principal.tenant_id, kb_id)

@@ -20,6 +20,7 @@ __all__ = [
     "Vectors",
     "build_user_prompt",
     "count_tokens",
+    "normalize_rows",
 ]
 
 Vectors = npt.NDArray[np.float32]
@@ -87,6 +88,13 @@ _TOKEN = re.compile(r"\w+|[^\w\s]")
 def count_tokens(text: str) -> int:
     """Approximate token count (words and punctuation) for providers that report none."""
     return len(_TOKEN.findall(text))
+
+
+def normalize_rows(vectors: Vectors) -> Vectors:
+    """Scale each row to unit length in place (all-zero rows stay zero), so cosine is a dot product."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    np.divide(vectors, norms, out=vectors, where=norms > 0)
+    return vectors
 
 
 def build_user_prompt(question: str, passages: Sequence[Passage]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import unicodedata
 import zlib
@@ -10,15 +11,54 @@ from collections.abc import AsyncIterator, Sequence
 import numpy as np
 
 from service.chunking import split_sentences
-from service.providers.base import Answer, Passage, Vectors, build_user_prompt, count_tokens
+from service.providers.base import Answer, Passage, Vectors, build_user_prompt, count_tokens, normalize_rows
 
 __all__ = ["NO_ANSWER", "ExtractiveAnswerer", "HashingEmbedder"]
 
 NO_ANSWER = "The knowledge base does not say."
 _WORD = re.compile(r"\w+")
 _STOPWORDS = frozenset(
-    "a an and are as at be by can do does for from has have how i in is it its of on or that the this to "
-    "was what when where which who why will with you your".split()
+    {
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "can",
+        "do",
+        "does",
+        "for",
+        "from",
+        "has",
+        "have",
+        "how",
+        "i",
+        "in",
+        "is",
+        "it",
+        "its",
+        "of",
+        "on",
+        "or",
+        "that",
+        "the",
+        "this",
+        "to",
+        "was",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "why",
+        "will",
+        "with",
+        "you",
+        "your",
+    }
 )
 
 
@@ -48,15 +88,14 @@ class HashingEmbedder:
         out = np.zeros((len(texts), self.dimensions), dtype=np.float32)
         for row, text in enumerate(texts):
             terms = [t for t in _terms(text) if t not in _STOPWORDS]
-            features = terms + [f"{a} {b}" for a, b in zip(terms, terms[1:], strict=False)]
+            features = terms + [f"{a} {b}" for a, b in itertools.pairwise(terms)]
             if not features:
                 continue
             hashes = np.fromiter((zlib.crc32(f.encode()) for f in features), dtype=np.uint64, count=len(features))
             signs = np.where((hashes >> np.uint64(31)) & np.uint64(1), -1.0, 1.0).astype(np.float32)
             weights = np.concatenate([np.ones(len(terms)), np.full(len(features) - len(terms), 0.5)])
             np.add.at(out[row], (hashes % np.uint64(self.dimensions)).astype(np.intp), signs * weights)
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        return np.divide(out, norms, out=out, where=norms > 0)
+        return normalize_rows(out)
 
 
 class ExtractiveAnswer:

@@ -25,6 +25,7 @@ from service.providers.base import (
     Vectors,
     build_user_prompt,
     count_tokens,
+    normalize_rows,
 )
 
 __all__ = ["OpenAIAnswerer", "OpenAIEmbedder", "provider_errors"]
@@ -75,8 +76,7 @@ class OpenAIEmbedder:
                 f"The embedding model returned vectors of shape {vectors.shape}; expected "
                 f"{self.dimensions} wide (set RAGWATCH_EMBEDDING_DIMENSIONS to the model's width)."
             )
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        return np.divide(vectors, norms, out=vectors, where=norms > 0)
+        return normalize_rows(vectors)
 
 
 class OpenAIAnswerStream:

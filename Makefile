@@ -1,0 +1,51 @@
+# ragwatch: `make run` serves the embedded default, `make test` runs every check.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DATA_DIR ?= ./data
+PORT ?= 8000
+
+.PHONY: run test lint fmt system-deps clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is required"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## run: serve the embedded default (LanceDB under ./data, offline embedder and answerer, a dev JWT secret)
+run: $(STAMP)
+	@mkdir -p $(DATA_DIR)
+	@test -s $(DATA_DIR)/dev-jwt-secret || $(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(48))' > $(DATA_DIR)/dev-jwt-secret
+	@chmod 600 $(DATA_DIR)/dev-jwt-secret
+	@export RAGWATCH_DATA_DIR=$(DATA_DIR) RAGWATCH_JWT_SECRET_FILE=$(DATA_DIR)/dev-jwt-secret; \
+	  token=$$($(BIN)/ragwatch token --tenant demo --user dev --role admin --role member --ttl 12h) || exit 1; \
+	  echo "ragwatch (dev) on http://127.0.0.1:$(PORT)   JWT secret: $(DATA_DIR)/dev-jwt-secret"; \
+	  echo "An admin token for tenant 'demo', valid 12h:"; \
+	  echo "  export TOKEN=$$token"; \
+	  echo "  curl -s -H \"Authorization: Bearer \$$TOKEN\" http://127.0.0.1:$(PORT)/v1/knowledge-bases"; \
+	  exec $(BIN)/ragwatch serve --port $(PORT)
+
+## test: install what the tests need (venv, Debian packages when root), lint, type-check, run pytest
+test: $(STAMP) system-deps lint
+	$(BIN)/python -m pytest -q
+
+## lint: ruff (lint and format) and mypy --strict on service/ and telemetry/
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+fmt: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+## system-deps: Debian packages the tests run for real
+system-deps:
+	@bash tests/ensure-system-deps.sh
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
