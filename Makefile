@@ -25,8 +25,8 @@ run: $(STAMP)
 	  token=$$($(BIN)/ragwatch token --tenant demo --user dev --role admin --role member --ttl 12h) || exit 1; \
 	  echo "ragwatch (dev) on http://127.0.0.1:$(PORT)   JWT secret: $(DATA_DIR)/dev-jwt-secret"; \
 	  echo "An admin token for tenant 'demo', valid 12h:"; \
-	  echo "  export TOKEN=$$token"; \
-	  echo "  curl -s -H \"Authorization: Bearer \$$TOKEN\" http://127.0.0.1:$(PORT)/v1/knowledge-bases"; \
+	  echo "  export RAGWATCH_TOKEN=$$token"; \
+	  echo "  curl -s -H \"Authorization: Bearer \$$RAGWATCH_TOKEN\" http://127.0.0.1:$(PORT)/v1/knowledge-bases"; \
 	  exec $(BIN)/ragwatch serve --port $(PORT)
 
 ## test: install what the tests need (venv, Debian packages when root), lint, type-check, run pytest

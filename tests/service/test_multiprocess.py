@@ -1,0 +1,129 @@
+"""Several service processes sharing one LanceDB location behave as one service."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support import JWT_SECRET, auth, free_port
+
+
+def _spawn(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "RAGWATCH_DATA_DIR": str(data_dir),
+        "RAGWATCH_JWT_SECRET": JWT_SECRET,
+        "RAGWATCH_PORT": str(port),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service", "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    return process, f"http://127.0.0.1:{port}"
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited: {process.stderr.read().decode() if process.stderr else ''}")
+        try:
+            if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("server did not become ready")
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Client, httpx.Client]]:
+    """Two `ragwatch serve` processes on one data directory, each with its own client for tenant acme."""
+    data_dir = tmp_path_factory.mktemp("shared")
+    started = [_spawn(data_dir) for _ in range(2)]
+    try:
+        for process, url in started:
+            _wait_ready(url, process)
+        clients = [httpx.Client(base_url=url, headers=auth(), timeout=30) for _, url in started]
+        yield clients[0], clients[1]
+        for client in clients:
+            client.close()
+    finally:
+        for process, _ in started:
+            process.terminate()
+            process.wait(timeout=20)
+            if process.stderr:
+                process.stderr.close()
+
+
+def _visible_within(deadline_s: float, probe: httpx.Client, path: str) -> float:
+    """Seconds until ``path`` answers 200 through ``probe``; fails past ``deadline_s``."""
+    start = time.monotonic()
+    while time.monotonic() - start < deadline_s:
+        if probe.get(path).status_code == 200:
+            return time.monotonic() - start
+        time.sleep(0.05)
+    pytest.fail(f"{path} was not visible through the other process within {deadline_s}s")
+
+
+def test_a_knowledge_base_written_through_one_process_is_visible_through_another_within_a_second(
+    two_processes: tuple[httpx.Client, httpx.Client],
+) -> None:
+    writer, reader = two_processes
+    kb_id = writer.post("/v1/knowledge-bases", json={"name": "shared"}).json()["id"]
+
+    waited = _visible_within(1.0, reader, f"/v1/knowledge-bases/{kb_id}")
+
+    assert waited <= 1.0
+
+
+def test_a_document_written_through_one_process_is_searchable_through_another_within_a_second(
+    two_processes: tuple[httpx.Client, httpx.Client],
+) -> None:
+    writer, reader = two_processes
+    kb_id = writer.post("/v1/knowledge-bases", json={"name": "shared docs"}).json()["id"]
+    _visible_within(1.0, reader, f"/v1/knowledge-bases/{kb_id}")
+    text = "The quarterly offsite happens in Lisbon. Everyone travels on the Tuesday before."
+    writer.post(f"/v1/knowledge-bases/{kb_id}/documents", json={"title": "Offsite", "text": text, "id": "offsite"})
+
+    start = time.monotonic()
+    answer = ""
+    while time.monotonic() - start < 1.0 and "Lisbon" not in answer:
+        answer = reader.post("/v1/chat", json={"kb_id": kb_id, "question": "Where is the offsite?"}).json()["answer"]
+    assert "Lisbon" in answer
+
+
+def test_concurrent_writers_in_two_processes_neither_lose_nor_duplicate_documents(
+    two_processes: tuple[httpx.Client, httpx.Client],
+) -> None:
+    first, second = two_processes
+    kb_id = first.post("/v1/knowledge-bases", json={"name": "contended"}).json()["id"]
+    _visible_within(1.0, second, f"/v1/knowledge-bases/{kb_id}")
+
+    def write(job: tuple[int, httpx.Client]) -> int:
+        number, client = job
+        # Half the writes target one shared id from both processes; the rest are distinct documents.
+        doc_id = "shared-doc" if number % 2 == 0 else f"doc-{number}"
+        body = {"title": f"Doc {number}", "text": f"Document number {number}. It mentions token{number}.", "id": doc_id}
+        return client.post(f"/v1/knowledge-bases/{kb_id}/documents", json=body).status_code
+
+    jobs = [(n, first if n % 4 < 2 else second) for n in range(24)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(write, jobs))
+
+    assert statuses == [201] * len(jobs)
+    time.sleep(0.6)  # past the read-consistency interval
+    documents = first.get(f"/v1/knowledge-bases/{kb_id}/documents").json()
+    ids = sorted(d["document_id"] for d in documents)
+    assert ids == sorted({"shared-doc"} | {f"doc-{n}" for n in range(24) if n % 2})
+    detail = second.get(f"/v1/knowledge-bases/{kb_id}").json()
+    assert detail["document_count"] == 13
+    assert detail["chunk_count"] == 13
