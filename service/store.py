@@ -41,6 +41,7 @@ __all__ = [
 logger = logging.getLogger("ragwatch.store")
 _ID = re.compile(ID_PATTERN)
 _WRITE_ATTEMPTS = 5
+_PRIMARY_KEY = b"lance-schema:unenforced-primary-key"
 
 
 def sql_literal(value: str) -> str:
@@ -101,7 +102,9 @@ _KB_SCHEMA = pa.schema(
 def _chunk_schema(dimensions: int) -> pa.Schema:
     return pa.schema(
         [
-            ("chunk_id", pa.string()),
+            # Declared the (unenforced) primary key so that Lance detects two concurrent merge_inserts
+            # adding the same new chunk ids as a conflict and retries one, instead of duplicating rows.
+            pa.field("chunk_id", pa.string(), nullable=False, metadata={_PRIMARY_KEY: b"true"}),
             ("tenant_id", pa.string()),
             ("kb_id", pa.string()),
             ("document_id", pa.string()),
@@ -207,7 +210,7 @@ class Store:
         """Insert or atomically replace a document's chunks; return whether it existed before."""
         scope = f"{_kb_filter(tenant_id, kb_id)} AND document_id = {sql_literal(document.document_id)}"
         existed: bool = await self._chunks.count_rows(scope) > 0
-        rows = _chunk_rows(tenant_id, kb_id, document, chunk_texts, vectors)
+        rows = _chunk_rows(tenant_id, kb_id, document, chunk_texts, vectors, await self._chunks.schema())
         for attempt in range(1, _WRITE_ATTEMPTS + 1):
             try:
                 await (
@@ -317,6 +320,7 @@ def _chunk_rows(
     document: DocumentRecord,
     chunk_texts: Sequence[str],
     vectors: Vectors,
+    schema: pa.Schema,
 ) -> pa.Table:
     count = len(chunk_texts)
     metadata = json.dumps(document.metadata, ensure_ascii=False)
@@ -336,7 +340,7 @@ def _chunk_rows(
     }
     flat = pa.array(vectors.ravel(), type=pa.float32())
     columns["vector"] = pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
-    return pa.table(columns)
+    return pa.Table.from_pydict(columns, schema=schema)
 
 
 def _document(row: dict[str, Any]) -> DocumentRecord:
