@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import re
 import time
 from typing import Any, Protocol
@@ -22,13 +23,14 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 from litestar.types import ASGIApp
 
 from service.config import AuthSettings
-from service.errors import Forbidden, Unauthorized
+from service.errors import Forbidden, RagwatchError, Unauthorized
 from service.models import ID_PATTERN
 
 __all__ = [
     "ADMIN",
     "MEMBER",
     "AuthMiddleware",
+    "AuthUnavailable",
     "Authenticator",
     "DevHeaderAuthenticator",
     "JWTAuthenticator",
@@ -41,7 +43,18 @@ __all__ = [
 ADMIN = "admin"
 MEMBER = "member"
 _ID = re.compile(ID_PATTERN)
+# Identity providers use subjects such as "auth0|abc123" or e-mail addresses; the user id never reaches a
+# LanceDB filter, so any printable text of sensible length is accepted.
+_SUBJECT = re.compile(r"[^\x00-\x1f\x7f]{1,256}")
 _HMAC = {"HS256", "HS384", "HS512"}
+_JWKS_TIMEOUT_S = 5.0
+logger = logging.getLogger("ragwatch.auth")
+
+
+class AuthUnavailable(RagwatchError):
+    """The keys that verify tokens cannot be fetched (JWKS endpoint down or broken): not the caller's fault."""
+
+    status, slug, title = 503, "auth-unavailable", "Tokens cannot be verified right now"
 
 
 class Principal(msgspec.Struct, frozen=True):
@@ -62,8 +75,12 @@ class JWTAuthenticator:
     def __init__(self, settings: AuthSettings) -> None:
         self._algorithms = list(settings.jwt_algorithms)
         self._keys = _static_keys(settings)
+        # The whole key set is cached for 5 minutes, so a key the issuer withdraws stops verifying tokens
+        # within that time (a per-kid cache would keep it forever); an unknown kid refetches at most every 30 s.
         self._jwks = (
-            jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True, lifespan=300) if settings.jwt_jwks_url else None
+            jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=False, lifespan=300, timeout=_JWKS_TIMEOUT_S)
+            if settings.jwt_jwks_url
+            else None
         )
         self._issuer = settings.jwt_issuer
         self._audience = settings.jwt_audience
@@ -75,10 +92,18 @@ class JWTAuthenticator:
             "enforce_minimum_key_length": True,
         }
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> JWTAuthenticator:
+        # Litestar deep-copies a router (and its middleware arguments) when registering it. The JWKS
+        # client holds a lock, which cannot be copied, and its key cache must stay one for the whole app.
+        return self
+
     async def identify(self, connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
         scheme, _, token = connection.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthorized("Send Authorization: Bearer <token>.")
+            # RFC 6750 3.1: no error code when the request carries no token at all.
+            missing = Unauthorized("Send Authorization: Bearer <token>.")
+            missing.headers = {"WWW-Authenticate": 'Bearer realm="ragwatch"'}
+            raise missing
         return await self.authenticate(token.strip())
 
     async def authenticate(self, token: str) -> Principal:
@@ -101,20 +126,40 @@ class JWTAuthenticator:
 
     async def _key_for(self, token: str) -> jwt.PyJWK:
         try:
-            algorithm = jwt.get_unverified_header(token).get("alg")
+            header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
             raise Unauthorized("The token is malformed.") from None
-        if algorithm not in self._algorithms:
+        algorithm = header.get("alg")
+        if not isinstance(algorithm, str) or algorithm not in self._algorithms:
             raise Unauthorized("The token's algorithm is not accepted.")
         if algorithm in self._keys:
             return self._keys[algorithm]
         if self._jwks is not None and algorithm not in _HMAC:
-            try:
-                # PyJWKClient fetches with blocking urllib; its cache makes most calls instant.
-                return await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, token)
-            except jwt.PyJWTError as exc:
-                raise Unauthorized(f"No signing key for the token: {_reason(exc)}") from None
+            return await self._jwks_key(self._jwks, header.get("kid"))
         raise Unauthorized("No key is configured for the token's algorithm.")
+
+    async def _jwks_key(self, jwks: jwt.PyJWKClient, kid: object) -> jwt.PyJWK:
+        if not isinstance(kid, str) or not kid:
+            raise Unauthorized("The token has no kid header naming its signing key.")
+        # PyJWKClient fetches with blocking urllib, hence the thread; its cache makes most calls instant.
+        # A key set that cannot be fetched or read is our failure (503), not the caller's (401).
+        unavailable = (jwt.PyJWKClientConnectionError, jwt.PyJWKSetError, OSError, ValueError)
+        try:
+            await asyncio.to_thread(jwks.get_signing_keys)
+        except (jwt.PyJWKClientError, *unavailable) as exc:
+            raise _jwks_unavailable(jwks, exc) from None
+        try:
+            # On an unknown kid this refetches the set, at most once per cooldown (30 s).
+            return await asyncio.to_thread(jwks.get_signing_key, kid)
+        except unavailable as exc:
+            raise _jwks_unavailable(jwks, exc) from None
+        except jwt.PyJWKClientError:
+            raise Unauthorized("The token's kid names no key of the issuer.") from None
+
+
+def _jwks_unavailable(jwks: jwt.PyJWKClient, exc: Exception) -> AuthUnavailable:
+    logger.warning("cannot use the JWKS at %s: %s", jwks.uri, exc)
+    return AuthUnavailable("The keys that verify tokens cannot be fetched; try again shortly.")
 
 
 def _static_keys(settings: AuthSettings) -> dict[str, jwt.PyJWK]:
@@ -140,7 +185,7 @@ def _principal(claims: dict[str, Any]) -> Principal:
     tenant_id, user_id, roles = claims.get("tenant_id"), claims.get("sub"), claims.get("roles")
     if not isinstance(tenant_id, str) or not _ID.fullmatch(tenant_id):
         raise Unauthorized("The token has no valid tenant_id claim.")
-    if not isinstance(user_id, str) or not _ID.fullmatch(user_id):
+    if not isinstance(user_id, str) or not _SUBJECT.fullmatch(user_id):
         raise Unauthorized("The token has no valid sub claim.")
     if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
         raise Unauthorized("The token has no valid roles claim (a list of strings).")
@@ -157,7 +202,7 @@ class DevHeaderAuthenticator:
     async def identify(self, connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
         headers = connection.headers
         tenant_id, user_id = headers.get("x-tenant-id", ""), headers.get("x-user-id", "")
-        if not _ID.fullmatch(tenant_id) or not _ID.fullmatch(user_id):
+        if not _ID.fullmatch(tenant_id) or not _SUBJECT.fullmatch(user_id):
             raise Unauthorized("Dev mode needs X-Tenant-Id and X-User-Id headers with valid ids.")
         roles = {role.strip() for role in headers.get("x-roles", f"{ADMIN},{MEMBER}").split(",") if role.strip()}
         return Principal(tenant_id=tenant_id, user_id=user_id, roles=frozenset(roles))

@@ -2,8 +2,9 @@
 
 Text is cut into units, paragraphs first; a paragraph longer than a chunk is cut into sentences, and a
 sentence longer than a chunk into words. Units are packed greedily into chunks of at most ``size``
-characters, and each chunk after the first starts with the trailing units of the previous one, up to
-``overlap`` characters, so an answer spanning a boundary is still found whole.
+characters, and each chunk after the first starts with the trailing sentences of the previous one, up to
+``overlap`` characters, so an answer spanning a boundary is still found whole. No chunk is longer than
+``size``: the carried-over sentences give way to the next unit when both do not fit.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ def chunk_text(text: str, size: int, overlap: int) -> list[str]:
             chunks.append(_join(current))
             current = _tail(current, overlap)
             length = sum(len(u.text) + 2 for u in current)
+            while current and length + len(unit.text) + 2 > size:
+                length -= len(current.pop(0).text) + 2
         current.append(unit)
         length += len(unit.text) + 2
     if current:
@@ -81,14 +84,16 @@ def _split_words(sentence: str, size: int) -> list[str]:
 
 
 def _tail(units: list[_Unit], overlap: int) -> list[_Unit]:
-    """The trailing units of a finished chunk that fit in ``overlap`` characters."""
+    """The trailing sentences of a finished chunk that fit in ``overlap`` characters, as units."""
     tail: list[_Unit] = []
     total = 0
     for unit in reversed(units):
-        if total + len(unit.text) > overlap:
-            break
-        tail.insert(0, unit)
-        total += len(unit.text) + 2
+        sentences = split_sentences(unit.text)
+        for index in range(len(sentences) - 1, -1, -1):
+            if total + len(sentences[index]) > overlap:
+                return tail
+            tail.insert(0, _Unit(sentences[index], unit.starts_paragraph and index == 0))
+            total += len(sentences[index]) + 2
     return tail
 
 

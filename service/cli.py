@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("ingest", "ask") and args.token:
+        # A client given --token may talk to a remote server: it needs none of the server's settings.
+        return _run_client(None, args)
     try:
         settings = load_settings(os.environ)
     except SettingsError as exc:
@@ -69,8 +72,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(settings, args)
     if args.command == "token":
         return _token(settings, args)
+    return _run_client(settings, args)
+
+
+def _run_client(settings: Settings | None, args: argparse.Namespace) -> int:
     try:
-        with _client(settings, args) as client:
+        client = _client(settings, args)
+    except ValueError as exc:  # an invalid --tenant for the token minted on the caller's behalf
+        print(f"ragwatch: {exc}", file=sys.stderr)
+        return 2
+    try:
+        with client:
             return _ingest(client, args) if args.command == "ingest" else _ask(client, args)
     except ApiError as exc:
         print(f"ragwatch: {exc}", file=sys.stderr)
@@ -102,6 +114,12 @@ def _token(settings: Settings, args: argparse.Namespace) -> int:
     if secret is None:
         print("ragwatch: RAGWATCH_JWT_SECRET: required to mint tokens", file=sys.stderr)
         return 2
+    if settings.auth.auth_mode == "jwt" and "HS256" not in settings.auth.jwt_algorithms:
+        print(
+            "ragwatch: RAGWATCH_JWT_ALGORITHMS: the server does not accept HS256, the algorithm of minted tokens",
+            file=sys.stderr,
+        )
+        return 2
     try:
         token = mint_token(
             secret.reveal(),
@@ -123,10 +141,12 @@ class ApiError(Exception):
     """The API answered with a problem."""
 
 
-def _client(settings: Settings, args: argparse.Namespace) -> httpx.Client:
+def _client(settings: Settings | None, args: argparse.Namespace) -> httpx.Client:
     headers: dict[str, str] = {}
     if args.token:
         headers["Authorization"] = f"Bearer {args.token}"
+    elif settings is None:
+        pass
     elif settings.auth.auth_mode == "dev":
         headers.update({"X-Tenant-Id": args.tenant, "X-User-Id": "cli"})
     elif settings.auth.jwt_secret is not None:
@@ -166,7 +186,8 @@ def iter_files(paths: Sequence[Path]) -> Iterator[Path]:
 
 def document_id_for(path: Path) -> str:
     """A stable id per file, so ingesting a file again replaces it instead of adding a copy."""
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem).strip("-.")[:40] or "file"
+    # Ids must start with a letter or digit (service.models.ID_PATTERN): "_index.md" becomes "index-...".
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem).strip("-._")[:40] or "file"
     digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
     return f"{stem}-{digest}"
 

@@ -8,13 +8,17 @@ to a file holding it, as Docker and Kubernetes mount secrets. Any invalid value 
 
 from __future__ import annotations
 
+import math
 import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import msgspec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 __all__ = ["Secret", "Settings", "SettingsError", "load_settings"]
 
@@ -37,6 +41,8 @@ ALLOWED_JWT_ALGORITHMS = frozenset(
     }
 )
 MIN_HMAC_SECRET_BYTES = 32
+MIN_RSA_KEY_BITS = 2048
+_EC_CURVE_ALGORITHM = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
 
 
 class SettingsError(ValueError):
@@ -138,8 +144,12 @@ class RagSettings(msgspec.Struct, frozen=True):
     """Characters repeated from the end of one chunk at the start of the next."""
     default_top_k: Annotated[int, msgspec.Meta(ge=1, le=50)] = 5
     """Chunks retrieved for a chat when the request gives no ``top_k``."""
-    min_similarity: Annotated[float, msgspec.Meta(ge=-1, le=1)] = 0.05
-    """Vector hits less similar than this (cosine) are dropped before fusion, so off-topic questions find nothing."""
+    min_similarity: Annotated[float, msgspec.Meta(ge=-1, le=1)] = 0.2
+    """Vector hits less similar than this (cosine) are dropped before fusion, so off-topic questions find nothing.
+
+    0.2 sits above what unrelated texts score with text-embedding-3 models (about 0.1-0.2) and above hash
+    collisions of the offline embedder; passages sharing words with the question are found by full-text search.
+    """
 
 
 class Settings(msgspec.Struct, frozen=True):
@@ -199,10 +209,35 @@ def _convert(name: str, raw: str, annotation: Any) -> Any:
     if typing.get_origin(annotation) is tuple:
         value = [item.strip() for item in raw.split(",") if item.strip()]
     try:
-        return msgspec.convert(value, annotation, strict=False)
-    except msgspec.ValidationError as exc:
-        message = str(exc).split(" - at ")[0]
-        raise SettingsError(f"{name}: {message} (got {raw!r})") from None
+        converted = msgspec.convert(value, annotation, strict=False)
+    except msgspec.ValidationError:
+        raise SettingsError(f"{name}: expected {_expectation(annotation)}, got {raw!r}") from None
+    if isinstance(converted, float) and not math.isfinite(converted):
+        raise SettingsError(f"{name}: expected {_expectation(annotation)}, got {raw!r}")
+    return converted
+
+
+def _expectation(annotation: Any) -> str:
+    """What a value of ``annotation`` looks like, in words: "an integer from 1 to 65535", "one of jwt, dev"."""
+    metas: list[msgspec.Meta] = []
+    if typing.get_origin(annotation) is Annotated:
+        annotation, *extras = typing.get_args(annotation)
+        metas = [extra for extra in extras if isinstance(extra, msgspec.Meta)]
+    args = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        return " or ".join(_expectation(arg) for arg in args)
+    if typing.get_origin(annotation) is Literal:
+        return "one of " + ", ".join(str(arg) for arg in args)
+    if typing.get_origin(annotation) is tuple:
+        return "a comma-separated list"
+    noun = {int: "an integer", float: "a number"}.get(annotation, "a value")
+    bounds = [
+        f"{symbol} {getattr(meta, attribute):g}"
+        for meta in metas
+        for attribute, symbol in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+        if getattr(meta, attribute) is not None
+    ]
+    return f"{noun} {' and '.join(bounds)}" if bounds else noun
 
 
 def _is_secret(annotation: Any) -> bool:
@@ -212,15 +247,21 @@ def _is_secret(annotation: Any) -> bool:
 
 
 def _read_secret(name: str, environ: Mapping[str, str]) -> Secret | None:
+    """The secret in ``name`` or in the file ``<name>_FILE`` names. Messages never hold the secret itself."""
     direct = environ.get(name)
     path = environ.get(f"{name}_FILE")
     if direct and path:
         raise SettingsError(f"{name}: set either {name} or {name}_FILE, not both")
     if path:
         try:
-            return Secret(Path(path).read_text(encoding="utf-8").strip())
+            value = Path(path).read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise SettingsError(f"{name}_FILE: cannot read {path!r} ({exc.strerror})") from None
+            raise SettingsError(f"{name}_FILE: cannot read {path!r} ({exc.strerror or type(exc).__name__})") from None
+        except UnicodeDecodeError:
+            raise SettingsError(f"{name}_FILE: expected a UTF-8 text file, {path!r} is not") from None
+        if not value:
+            raise SettingsError(f"{name}_FILE: expected the secret in {path!r}, the file is empty")
+        return Secret(value)
     return Secret(direct) if direct else None
 
 
@@ -230,7 +271,8 @@ def _check_consistency(settings: Settings) -> None:
     unknown = sorted(set(auth.jwt_algorithms) - ALLOWED_JWT_ALGORITHMS)
     if unknown or not auth.jwt_algorithms:
         allowed = ", ".join(sorted(ALLOWED_JWT_ALGORITHMS))
-        raise SettingsError(f"RAGWATCH_JWT_ALGORITHMS: expected a comma-separated subset of {allowed}")
+        got = f", got {','.join(unknown)!r}" if unknown else ""
+        raise SettingsError(f"RAGWATCH_JWT_ALGORITHMS: expected a comma-separated subset of {allowed}{got}")
     if auth.auth_mode == "jwt":
         _check_jwt_keys(auth)
     if settings.rag.chunk_overlap >= settings.rag.chunk_size // 2:
@@ -249,12 +291,47 @@ def _check_jwt_keys(auth: AuthSettings) -> None:
                 "RAGWATCH_JWT_SECRET: required for HS* algorithms in RAGWATCH_JWT_ALGORITHMS "
                 "(or set RAGWATCH_AUTH_MODE=dev for local use)"
             )
-        if len(auth.jwt_secret.reveal().encode()) < MIN_HMAC_SECRET_BYTES:
-            raise SettingsError(f"RAGWATCH_JWT_SECRET: expected at least {MIN_HMAC_SECRET_BYTES} bytes")
+        # RFC 7518 3.2: an HMAC key at least as long as the hash; pyjwt refuses shorter ones at verify time.
+        strongest = max((alg for alg in auth.jwt_algorithms if alg.startswith("HS")), key=lambda alg: int(alg[2:]))
+        needed = max(MIN_HMAC_SECRET_BYTES, int(strongest[2:]) // 8)
+        if len(auth.jwt_secret.reveal().encode()) < needed:
+            raise SettingsError(f"RAGWATCH_JWT_SECRET: expected at least {needed} bytes for {strongest}")
     if uses_public_key and not (auth.jwt_public_key_file or auth.jwt_jwks_url):
         raise SettingsError(
             "RAGWATCH_JWT_PUBLIC_KEY_FILE: required (or RAGWATCH_JWT_JWKS_URL) for the asymmetric "
             "algorithms in RAGWATCH_JWT_ALGORITHMS"
         )
-    if auth.jwt_public_key_file and not Path(auth.jwt_public_key_file).is_file():
-        raise SettingsError(f"RAGWATCH_JWT_PUBLIC_KEY_FILE: no file at {auth.jwt_public_key_file!r}")
+    if auth.jwt_public_key_file:
+        _check_public_key(auth.jwt_public_key_file, auth.jwt_algorithms)
+    if auth.jwt_jwks_url:
+        url = urlsplit(auth.jwt_jwks_url)
+        if url.scheme not in ("http", "https") or not url.netloc:
+            raise SettingsError(
+                f"RAGWATCH_JWT_JWKS_URL: expected an http:// or https:// URL, got {auth.jwt_jwks_url!r}"
+            )
+
+
+def _check_public_key(path: str, algorithms: tuple[str, ...]) -> None:
+    """The key file holds a PEM public key that serves at least one of the accepted asymmetric algorithms."""
+    name = "RAGWATCH_JWT_PUBLIC_KEY_FILE"
+    if not Path(path).is_file():
+        raise SettingsError(f"{name}: no file at {path!r}")
+    try:
+        key = load_pem_public_key(Path(path).read_bytes())
+    except OSError as exc:
+        raise SettingsError(f"{name}: cannot read {path!r} ({exc.strerror or type(exc).__name__})") from None
+    except (ValueError, TypeError):
+        raise SettingsError(f"{name}: expected a PEM public key in {path!r}") from None
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < MIN_RSA_KEY_BITS:
+            raise SettingsError(f"{name}: expected an RSA key of at least {MIN_RSA_KEY_BITS} bits, got {key.key_size}")
+        serves = {alg for alg in algorithms if alg[:2] in ("RS", "PS")}
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        serves = {alg for alg in algorithms if alg == _EC_CURVE_ALGORITHM.get(key.curve.name)}
+    else:
+        serves = set()
+    if not serves and any(not alg.startswith("HS") for alg in algorithms):
+        raise SettingsError(
+            f"{name}: the key in {path!r} serves none of RAGWATCH_JWT_ALGORITHMS={','.join(algorithms)} "
+            "(RSA keys serve RS*/PS*, P-256/P-384/P-521 keys ES256/ES384/ES512)"
+        )

@@ -7,15 +7,19 @@ on; ``title`` is fixed per kind and ``detail`` explains this occurrence.
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 from typing import Any, ClassVar
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.plugins.problem_details import (
     ProblemDetailsConfig,
     ProblemDetailsException,
     ProblemDetailsPlugin,
 )
+
+from service.models import Problem
 
 __all__ = [
     "BadRequest",
@@ -31,6 +35,7 @@ __all__ = [
     "Unauthorized",
     "UnsupportedMediaType",
     "problem_details_plugin",
+    "problem_responses",
     "unexpected_error_handlers",
 ]
 
@@ -144,6 +149,11 @@ def _http_problem(exc: HTTPException) -> ProblemDetailsException:
     )
 
 
+def _undecodable_problem(exc: UnicodeDecodeError) -> ProblemDetailsException:
+    """A body that is not UTF-8 reaches the framework's JSON decoder as this; it is the caller's fault."""
+    return _domain_problem(BadRequest(f"The request body is not valid UTF-8 (byte {exc.start})."))
+
+
 def _unexpected_problem(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     problem = ProblemDetailsException(
@@ -159,9 +169,36 @@ def problem_details_plugin() -> ProblemDetailsPlugin:
     """The plugin that renders every error as ``application/problem+json``."""
     return ProblemDetailsPlugin(
         ProblemDetailsConfig(
-            exception_to_problem_detail_map={RagwatchError: _domain_problem, HTTPException: _http_problem}
+            exception_to_problem_detail_map={
+                RagwatchError: _domain_problem,
+                HTTPException: _http_problem,
+                UnicodeDecodeError: _undecodable_problem,
+            }
         )
     )
+
+
+_RESPONSE_DESCRIPTIONS = {
+    400: "The request is not valid (malformed JSON, wrong or missing fields)",
+    401: "No valid bearer token",
+    403: "The token's roles do not allow this",
+    404: "No such resource in the caller's tenant",
+    413: "The body is larger than RAGWATCH_MAX_BODY_BYTES",
+    415: "The content type or file type is not supported",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI ``responses`` documenting ``statuses`` as RFC 9457 problems."""
+    return {
+        status: ResponseSpec(
+            data_container=Problem,
+            generate_examples=False,
+            media_type="application/problem+json",
+            description=_RESPONSE_DESCRIPTIONS.get(status, HTTPStatus(status).phrase),
+        )
+        for status in statuses
+    }
 
 
 unexpected_error_handlers: dict[int | type[Exception], Any] = {Exception: _unexpected_problem}

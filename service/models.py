@@ -8,6 +8,7 @@ import msgspec
 
 __all__ = [
     "ID_PATTERN",
+    "MAX_TITLE_LENGTH",
     "ChatRequest",
     "ChatResponse",
     "Citation",
@@ -18,10 +19,12 @@ __all__ = [
     "KnowledgeBase",
     "KnowledgeBaseCreate",
     "KnowledgeBaseDetail",
+    "Problem",
     "Readiness",
     "Usage",
 ]
 
+MAX_TITLE_LENGTH = 500
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 """Every id that reaches a LanceDB filter matches this: no quote, space or operator can get through."""
 
@@ -47,7 +50,7 @@ class KnowledgeBaseDetail(KnowledgeBase):
 
 
 class DocumentCreate(msgspec.Struct, forbid_unknown_fields=True):
-    title: Annotated[NonBlank, msgspec.Meta(max_length=500)]
+    title: Annotated[NonBlank, msgspec.Meta(max_length=MAX_TITLE_LENGTH)]
     text: NonBlank
     metadata: dict[str, Any] = msgspec.field(default_factory=dict)
     id: Identifier | None = None
@@ -108,3 +111,15 @@ class HealthCheck(msgspec.Struct):
 class Readiness(msgspec.Struct):
     status: str
     checks: dict[str, HealthCheck]
+
+
+class Problem(msgspec.Struct):
+    """An RFC 9457 problem, the body of every error response (``application/problem+json``).
+
+    ``type`` is stable per kind of error and safe to branch on; validation errors add an ``errors`` list.
+    """
+
+    type: str
+    title: str
+    status: int
+    detail: str

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
+import anyio
 import msgspec
 import numpy as np
 
@@ -126,9 +126,8 @@ class RagPipeline:
         await self._searchable(principal, kb_id)
         vector = (await self.embedder.embed([question]))[0]
         candidates = min(top_k * 3, 100)
-        vector_hits, text_hits = await asyncio.gather(
-            self.store.vector_search(principal.tenant_id, kb_id, vector, candidates),
-            self.store.text_search(principal.tenant_id, kb_id, question, candidates),
+        vector_hits, text_hits = await self.store.hybrid_search(
+            principal.tenant_id, kb_id, vector, question, candidates
         )
         relevant = [hit for hit in vector_hits if hit.score >= self.settings.min_similarity]
         return reciprocal_rank_fusion([relevant, text_hits], top_k)
@@ -138,7 +137,7 @@ class RagPipeline:
         answer = await self.answerer.answer(request.question, passages) if passages else self._no_answer()
         return ChatResponse(
             answer=answer.text,
-            citations=_citations(passages),
+            citations=_citations(passages, answer),
             model=answer.model,
             usage=Usage(input_tokens=answer.input_tokens, output_tokens=answer.output_tokens),
             trace_id=current_trace_id(),
@@ -156,12 +155,14 @@ class RagPipeline:
                 async for delta in stream:
                     yield AnswerDelta(delta)
             finally:
-                await stream.aclose()
+                # Shielded: when the client went away this runs cancelled, yet the upstream call must be closed.
+                with anyio.CancelScope(shield=True):
+                    await stream.aclose()
             if stream.result is None:
                 return
             answer = stream.result
         yield AnswerDone(
-            citations=_citations(passages),
+            citations=_citations(passages, answer),
             model=answer.model,
             usage=Usage(input_tokens=answer.input_tokens, output_tokens=answer.output_tokens),
             trace_id=current_trace_id(),
@@ -175,7 +176,10 @@ class RagPipeline:
         return Answer(text=NO_ANSWER, model=self.answerer.model, input_tokens=0, output_tokens=0, finish_reason="stop")
 
 
-def _citations(passages: Sequence[Passage]) -> list[Citation]:
+def _citations(passages: Sequence[Passage], answer: Answer) -> list[Citation]:
+    """The passages the answer was drawn from; none when it says the knowledge base does not say."""
+    if answer.text.strip() == NO_ANSWER:
+        return []
     return [
         Citation(document_id=p.document_id, chunk_id=p.chunk_id, title=p.title, score=p.score, text=p.text)
         for p in passages

@@ -5,6 +5,9 @@ title, metadata and size ride on each of its chunks (its full text on chunk 0), 
 document is one ``merge_insert`` commit. A search therefore sees either all of the old chunks or all of
 the new ones, never a mix, and concurrent writers of the same document id cannot duplicate it.
 
+Hybrid search reads its vector and full-text hits from one pinned table version (:meth:`Store.hybrid_search`):
+two queries against the live table could straddle a write and fuse old chunks with new ones.
+
 LanceDB filters are SQL text without parameter binding, so every value placed in one goes through
 :func:`sql_literal`, which accepts only the strict id format of :data:`service.models.ID_PATTERN`.
 """
@@ -135,6 +138,7 @@ class Store:
         self._ann_index_min_rows = ann_index_min_rows
         self._maintenance: asyncio.Task[None] | None = None
         self._last_maintenance = 0.0
+        self._pinned: tuple[int, Any] | None = None
 
     @classmethod
     async def open(cls, uri: str, dimensions: int, read_consistency_s: float, ann_index_min_rows: int) -> Store:
@@ -157,8 +161,9 @@ class Store:
         self._db.close()  # type: ignore[no-untyped-call]
 
     async def ping(self) -> None:
-        """Raise if the tables cannot be read."""
+        """Raise if either table cannot be read."""
         await self._kbs.count_rows()
+        await self._chunks.count_rows()
 
     # --- knowledge bases ---------------------------------------------------------------------------------
 
@@ -186,10 +191,11 @@ class Store:
         return msgspec.convert(rows[0], KnowledgeBaseRecord) if rows else None
 
     async def kb_counts(self, tenant_id: str, kb_id: str) -> tuple[int, int]:
-        """(documents, chunks) in a knowledge base."""
+        """(documents, chunks) in a knowledge base, both counted in the same table version."""
         scope = _kb_filter(tenant_id, kb_id)
-        documents = await self._chunks.count_rows(f"{scope} AND chunk_index = 0")
-        chunks = await self._chunks.count_rows(scope)
+        chunks_table = await self._snapshot()
+        documents = await chunks_table.count_rows(f"{scope} AND chunk_index = 0")
+        chunks = await chunks_table.count_rows(scope)
         return documents, chunks
 
     async def delete_kb(self, tenant_id: str, kb_id: str) -> None:
@@ -210,7 +216,7 @@ class Store:
         """Insert or atomically replace a document's chunks; return whether it existed before."""
         scope = f"{_kb_filter(tenant_id, kb_id)} AND document_id = {sql_literal(document.document_id)}"
         existed: bool = await self._chunks.count_rows(scope) > 0
-        rows = _chunk_rows(tenant_id, kb_id, document, chunk_texts, vectors, await self._chunks.schema())
+        rows = _chunk_rows(tenant_id, kb_id, document, chunk_texts, vectors, schema=await self._chunks.schema())
         for attempt in range(1, _WRITE_ATTEMPTS + 1):
             try:
                 await (
@@ -250,6 +256,9 @@ class Store:
         return _document(rows[0]) if rows else None
 
     async def delete_document(self, tenant_id: str, kb_id: str, document_id: str) -> bool:
+        """Delete a document's chunks; ``False`` when there is no such document (or the id is not an id)."""
+        if not _ID.fullmatch(document_id):
+            return False
         scope = f"{_kb_filter(tenant_id, kb_id)} AND document_id = {sql_literal(document_id)}"
         if await self._chunks.count_rows(scope) == 0:
             return False
@@ -258,28 +267,29 @@ class Store:
 
     # --- search ----------------------------------------------------------------------------------------------
 
-    async def vector_search(self, tenant_id: str, kb_id: str, vector: Vectors, k: int) -> list[ChunkHit]:
-        rows = await (
-            self._chunks.query()
-            .nearest_to(vector)
-            .distance_type("cosine")
-            .where(_kb_filter(tenant_id, kb_id))
-            .select([*_HIT_COLUMNS, "_distance"])
-            .limit(k)
-            .to_list()
-        )
-        return [_hit(row, 1.0 - float(row["_distance"])) for row in rows]
+    async def hybrid_search(
+        self, tenant_id: str, kb_id: str, vector: Vectors, query: str, k: int
+    ) -> tuple[list[ChunkHit], list[ChunkHit]]:
+        """(vector hits, full-text hits), both read from the same table version.
 
-    async def text_search(self, tenant_id: str, kb_id: str, query: str, k: int) -> list[ChunkHit]:
-        rows = await (
-            self._chunks.query()
-            .nearest_to_text(query, columns="text")
-            .where(_kb_filter(tenant_id, kb_id))
-            .select([*_HIT_COLUMNS, "_score"])
-            .limit(k)
-            .to_list()
+        A document replaced while this runs is seen wholly old or wholly new by *both* lists, so fusing
+        them can never cite old and new chunks of one document side by side.
+        """
+        chunks_table = await self._snapshot()
+        vector_hits, text_hits = await asyncio.gather(
+            _vector_search(chunks_table, tenant_id, kb_id, vector, k),
+            _text_search(chunks_table, tenant_id, kb_id, query, k),
         )
-        return [_hit(row, float(row["_score"])) for row in rows]
+        return vector_hits, text_hits
+
+    async def _snapshot(self) -> Any:
+        """A read-only handle on the chunks table pinned to its current version (reused until the next write)."""
+        version: int = await self._chunks.version()
+        pinned = self._pinned
+        if pinned is None or pinned[0] != version:
+            pinned = (version, await self._db.open_table("chunks", version=version))
+            self._pinned = pinned
+        return pinned[1]
 
     # --- maintenance ----------------------------------------------------------------------------------------
 
@@ -310,6 +320,31 @@ class Store:
             logger.warning("LanceDB index maintenance failed", exc_info=True)
 
 
+async def _vector_search(table: Any, tenant_id: str, kb_id: str, vector: Vectors, k: int) -> list[ChunkHit]:
+    rows = await (
+        table.query()
+        .nearest_to(vector)
+        .distance_type("cosine")
+        .where(_kb_filter(tenant_id, kb_id))
+        .select([*_HIT_COLUMNS, "_distance"])
+        .limit(k)
+        .to_list()
+    )
+    return [_hit(row, 1.0 - float(row["_distance"])) for row in rows]
+
+
+async def _text_search(table: Any, tenant_id: str, kb_id: str, query: str, k: int) -> list[ChunkHit]:
+    rows = await (
+        table.query()
+        .nearest_to_text(query, columns="text")
+        .where(_kb_filter(tenant_id, kb_id))
+        .select([*_HIT_COLUMNS, "_score"])
+        .limit(k)
+        .to_list()
+    )
+    return [_hit(row, float(row["_score"])) for row in rows]
+
+
 def _kb_filter(tenant_id: str, kb_id: str, column: str = "kb_id") -> str:
     return f"tenant_id = {sql_literal(tenant_id)} AND {column} = {sql_literal(kb_id)}"
 
@@ -320,6 +355,7 @@ def _chunk_rows(
     document: DocumentRecord,
     chunk_texts: Sequence[str],
     vectors: Vectors,
+    *,
     schema: pa.Schema,
 ) -> pa.Table:
     count = len(chunk_texts)

@@ -13,8 +13,9 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
+from service.api.hooks import require_json
 from service.auth import Principal, requires_member
-from service.errors import PROBLEM_BASE, RagwatchError
+from service.errors import PROBLEM_BASE, RagwatchError, problem_responses
 from service.models import ChatRequest, ChatResponse
 from service.rag import AnswerDelta, AnswerDone, RagPipeline
 
@@ -31,6 +32,7 @@ def wants_stream(data: ChatRequest, request: Request[Any, Any, Any]) -> bool:
     "/chat",
     status_code=200,
     guards=[requires_member],
+    before_request=require_json,
     tags=["chat"],
     summary="Answer a question from a knowledge base, with citations",
     description=(
@@ -38,7 +40,10 @@ def wants_stream(data: ChatRequest, request: Request[Any, Any, Any]) -> bool:
         "`delta` events `{text}`, then one `done` event `{citations, model, usage, trace_id}`; a failure "
         "after the stream started arrives as an `error` event holding a problem object."
     ),
-    responses={200: ResponseSpec(data_container=ChatResponse, description="The answer (JSON or an SSE stream)")},
+    responses={
+        200: ResponseSpec(data_container=ChatResponse, description="The answer (JSON or an SSE stream)"),
+        **problem_responses(400, 401, 403, 404, 413, 415, 502, 503, 504),
+    },
 )
 async def chat(
     data: JSONBody[ChatRequest],

@@ -10,19 +10,27 @@ from typing import Any
 import msgspec
 from litestar import Controller, Request, delete, get, post
 from litestar.datastructures import UploadFile
-from litestar.di import NamedDependency
+from litestar.di import NamedDependency, Provide
 from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 from litestar.params import FromPath
 
 from service.auth import Principal, requires_admin, requires_member
-from service.errors import BadRequest, NotFound, UnsupportedMediaType
-from service.models import ID_PATTERN, DocumentCreate, DocumentCreated, DocumentDetail, DocumentSummary
+from service.errors import BadRequest, NotFound, UnsupportedMediaType, problem_responses
+from service.models import (
+    ID_PATTERN,
+    MAX_TITLE_LENGTH,
+    DocumentCreate,
+    DocumentCreated,
+    DocumentDetail,
+    DocumentSummary,
+)
 from service.rag import NewDocument, RagPipeline
 from service.store import DocumentRecord
 
 __all__ = ["DocumentController"]
 
 TEXT_SUFFIXES = frozenset({".txt", ".md", ".markdown"})
+_ERRORS = problem_responses(400, 401, 403, 404)
 
 
 async def read_new_document(request: Request[Any, Any, Any]) -> NewDocument:
@@ -33,6 +41,8 @@ async def read_new_document(request: Request[Any, Any, Any]) -> NewDocument:
             body = msgspec.json.decode(await request.body(), type=DocumentCreate)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise BadRequest(f"Invalid document: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise BadRequest(f"The request body is not valid UTF-8 (byte {exc.start}).") from None
         return NewDocument(title=body.title.strip(), text=body.text, metadata=body.metadata, document_id=body.id)
     if media_type == "multipart/form-data":
         return await _read_upload(request)
@@ -49,14 +59,17 @@ async def _read_upload(request: Request[Any, Any, Any]) -> NewDocument:
     if suffix not in TEXT_SUFFIXES:
         raise UnsupportedMediaType(f"Only .txt and .md files can be ingested, not {upload.filename!r}.")
     try:
-        text = (await upload.read()).decode("utf-8")
+        text = (await upload.read()).decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
         raise BadRequest(f"The file is not valid UTF-8 (byte {exc.start}).") from None
     if not text.strip():
         raise BadRequest("The file is empty.")
+    title = _form_text(form, "title") or PurePath(upload.filename or "upload").stem
+    if len(title) > MAX_TITLE_LENGTH:
+        raise BadRequest(f"The title is longer than {MAX_TITLE_LENGTH} characters.")
     return NewDocument(
-        title=_form_text(form, "title") or PurePath(upload.filename or "upload").stem,
-        text=text.removeprefix("\ufeff"),
+        title=title,
+        text=text,
         metadata=_form_metadata(form),
         document_id=_form_id(form),
     )
@@ -78,10 +91,19 @@ def _form_metadata(form: Any) -> dict[str, Any]:
 
 
 def _form_id(form: Any) -> str | None:
-    value = _form_text(form, "id")
-    if value is not None and not re.fullmatch(ID_PATTERN, value):
+    """The ``id`` field exactly as sent (an id is never trimmed into another one), or ``None`` when absent."""
+    value = form.get("id")
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not re.fullmatch(ID_PATTERN, value):
         raise BadRequest(f"The form field 'id' must match {ID_PATTERN}.")
     return value
+
+
+async def _json_body_schema(data: DocumentCreate) -> DocumentCreate:
+    """Never called: declared as a dependency of the ingest route (which does not ask for it) so that Litestar
+    documents the JSON body as a reference to the ``DocumentCreate`` model. The body is read by hand."""
+    return data
 
 
 @dataclass
@@ -89,37 +111,25 @@ class IngestOperation(Operation):
     """OpenAPI for the ingest route, whose body is read by hand because it takes two media types."""
 
     def __post_init__(self) -> None:
-        text = Schema(type=OpenAPIType.STRING)
+        json_body = self.request_body.content if isinstance(self.request_body, RequestBody) else {}
+        upload = OpenAPIMediaType(
+            schema=Schema(
+                type=OpenAPIType.OBJECT,
+                required=["file"],
+                properties={
+                    "file": Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY, description=".txt or .md"),
+                    "title": Schema(
+                        type=OpenAPIType.STRING, max_length=MAX_TITLE_LENGTH, description="default: the file name"
+                    ),
+                    "metadata": Schema(type=OpenAPIType.STRING, description="a JSON object"),
+                    "id": Schema(type=OpenAPIType.STRING, pattern=ID_PATTERN),
+                },
+            )
+        )
         self.request_body = RequestBody(
             required=True,
-            content={
-                "application/json": OpenAPIMediaType(
-                    schema=Schema(
-                        type=OpenAPIType.OBJECT,
-                        required=["title", "text"],
-                        properties={
-                            "title": text,
-                            "text": text,
-                            "metadata": Schema(type=OpenAPIType.OBJECT),
-                            "id": Schema(type=OpenAPIType.STRING, pattern=ID_PATTERN),
-                        },
-                    )
-                ),
-                "multipart/form-data": OpenAPIMediaType(
-                    schema=Schema(
-                        type=OpenAPIType.OBJECT,
-                        required=["file"],
-                        properties={
-                            "file": Schema(
-                                type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY, description=".txt or .md"
-                            ),
-                            "title": text,
-                            "metadata": Schema(type=OpenAPIType.STRING, description="a JSON object"),
-                            "id": Schema(type=OpenAPIType.STRING, pattern=ID_PATTERN),
-                        },
-                    )
-                ),
-            },
+            description="A document as JSON, or one uploaded .txt or .md file",
+            content={**json_body, "multipart/form-data": upload},
         )
 
 
@@ -142,7 +152,9 @@ class DocumentController(Controller):
     @post(
         guards=[requires_admin],
         operation_class=IngestOperation,
+        dependencies={"json_body_schema": Provide(_json_body_schema)},
         summary="Ingest a document; an existing id replaces it atomically",
+        responses=problem_responses(400, 401, 403, 404, 413, 415),
     )
     async def ingest(
         self,
@@ -154,14 +166,14 @@ class DocumentController(Controller):
         document = await read_new_document(request)
         return await pipeline.ingest(principal, kb_id, document)
 
-    @get(summary="List a knowledge base's documents")
+    @get(summary="List a knowledge base's documents", responses=_ERRORS)
     async def list(
         self, kb_id: FromPath[str], principal: NamedDependency[Principal], pipeline: NamedDependency[RagPipeline]
     ) -> list[DocumentSummary]:
         await pipeline.knowledge_base(principal, kb_id)
         return [_summary(record) for record in await pipeline.store.list_documents(principal.tenant_id, kb_id)]
 
-    @get("/{document_id:str}", summary="A document with its full text")
+    @get("/{document_id:str}", summary="A document with its full text", responses=_ERRORS)
     async def detail(
         self,
         kb_id: FromPath[str],
@@ -175,7 +187,9 @@ class DocumentController(Controller):
             raise NotFound(f"No document {document_id!r} in knowledge base {kb_id!r}.")
         return DocumentDetail(**msgspec.structs.asdict(_summary(record)), text=record.text or "")
 
-    @delete("/{document_id:str}", guards=[requires_admin], summary="Delete a document and its chunks")
+    @delete(
+        "/{document_id:str}", guards=[requires_admin], summary="Delete a document and its chunks", responses=_ERRORS
+    )
     async def remove(
         self,
         kb_id: FromPath[str],

@@ -6,12 +6,16 @@ from litestar import Controller, delete, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
+from service.api.hooks import require_json
 from service.auth import Principal, requires_admin, requires_member
+from service.errors import problem_responses
 from service.models import KnowledgeBase, KnowledgeBaseCreate, KnowledgeBaseDetail
 from service.rag import RagPipeline
 from service.store import KnowledgeBaseRecord
 
-__all__ = ["KnowledgeBaseController"]
+__all__ = ["KnowledgeBaseController", "require_json"]
+
+_ERRORS = problem_responses(400, 401, 403, 404)
 
 
 def _public(record: KnowledgeBaseRecord) -> KnowledgeBase:
@@ -23,7 +27,12 @@ class KnowledgeBaseController(Controller):
     tags = ["knowledge bases"]
     guards = [requires_member]
 
-    @post(guards=[requires_admin], summary="Create a knowledge base")
+    @post(
+        guards=[requires_admin],
+        before_request=require_json,
+        summary="Create a knowledge base",
+        responses=problem_responses(400, 401, 403, 413, 415),
+    )
     async def create(
         self,
         data: JSONBody[KnowledgeBaseCreate],
@@ -35,13 +44,13 @@ class KnowledgeBaseController(Controller):
         )
         return _public(record)
 
-    @get(summary="List the tenant's knowledge bases")
+    @get(summary="List the tenant's knowledge bases", responses=problem_responses(401, 403))
     async def list(
         self, principal: NamedDependency[Principal], pipeline: NamedDependency[RagPipeline]
     ) -> list[KnowledgeBase]:
         return [_public(record) for record in await pipeline.store.list_kbs(principal.tenant_id)]
 
-    @get("/{kb_id:str}", summary="A knowledge base with its document and chunk counts")
+    @get("/{kb_id:str}", summary="A knowledge base with its document and chunk counts", responses=_ERRORS)
     async def detail(
         self, kb_id: FromPath[str], principal: NamedDependency[Principal], pipeline: NamedDependency[RagPipeline]
     ) -> KnowledgeBaseDetail:
@@ -56,7 +65,9 @@ class KnowledgeBaseController(Controller):
             chunk_count=chunks,
         )
 
-    @delete("/{kb_id:str}", guards=[requires_admin], summary="Delete a knowledge base and its documents")
+    @delete(
+        "/{kb_id:str}", guards=[requires_admin], summary="Delete a knowledge base and its documents", responses=_ERRORS
+    )
     async def remove(
         self, kb_id: FromPath[str], principal: NamedDependency[Principal], pipeline: NamedDependency[RagPipeline]
     ) -> None:

@@ -64,7 +64,9 @@ _STOPWORDS = frozenset(
 
 def _terms(text: str) -> list[str]:
     """Lower-cased, accent-folded words with a naive plural strip ("documents" and "document" match)."""
-    folded = unicodedata.normalize("NFKD", text.lower())
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    # Drop the combining marks, or "\w+" would split "zürich" into "zu" and "rich".
+    folded = "".join(char for char in decomposed if not unicodedata.combining(char))
     words = _WORD.findall(folded)
     return [w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w for w in words]
 

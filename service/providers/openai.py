@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import email.utils
+import math
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -38,12 +40,33 @@ def _translate(exc: openai.OpenAIError) -> RagwatchError:
     if isinstance(exc, openai.APIConnectionError):
         return ProviderUnavailable("The LLM provider could not be reached.")
     if isinstance(exc, openai.RateLimitError):
-        retry_after = exc.response.headers.get("retry-after")
-        headers = {"Retry-After": retry_after} if retry_after and retry_after.isdigit() else None
+        retry_after = _retry_after(exc.response.headers)
+        headers = {"Retry-After": retry_after} if retry_after is not None else None
         return ProviderRateLimited("The LLM provider refused the call with 429.", headers=headers)
     if isinstance(exc, openai.APIStatusError):
         return ProviderError(f"The LLM provider answered {exc.status_code}.")
     return ProviderError(f"The LLM provider's reply could not be used ({type(exc).__name__}).")
+
+
+def _retry_after(headers: Mapping[str, str]) -> str | None:
+    """The provider's requested wait as a ``Retry-After`` value: whole seconds (rounded up), or its HTTP date.
+
+    OpenAI sends ``retry-after-ms`` beside ``retry-after``; other servers send seconds with a fraction.
+    """
+    for name, per_second in (("retry-after-ms", 1000), ("retry-after", 1)):
+        raw = (headers.get(name) or "").strip()
+        try:
+            seconds = float(raw) / per_second
+        except ValueError:
+            continue
+        if math.isfinite(seconds) and seconds >= 0:
+            return str(math.ceil(seconds))
+    raw = (headers.get("retry-after") or "").strip()
+    try:
+        email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return raw
 
 
 @asynccontextmanager
@@ -52,6 +75,9 @@ async def provider_errors() -> AsyncIterator[None]:
         yield
     except openai.OpenAIError as exc:
         raise _translate(exc) from exc
+    except ValueError as exc:
+        # The client lets a body that is not the JSON it claims to be escape as a bare JSONDecodeError.
+        raise ProviderError(f"The LLM provider's reply could not be used ({type(exc).__name__}).") from exc
 
 
 class OpenAIEmbedder:
@@ -69,8 +95,11 @@ class OpenAIEmbedder:
             reply = await self._client.embeddings.create(
                 model=self.model, input=list(texts), encoding_format="float", **self._extra
             )
-        rows = sorted(reply.data, key=lambda item: item.index)
-        vectors = np.asarray([row.embedding for row in rows], dtype=np.float32)
+        try:
+            rows = sorted(reply.data, key=lambda item: item.index)
+            vectors = np.asarray([row.embedding for row in rows], dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise ProviderError(f"The embedding model's reply could not be used ({type(exc).__name__}).") from exc
         if vectors.shape != (len(texts), self.dimensions):
             raise ProviderError(
                 f"The embedding model returned vectors of shape {vectors.shape}; expected "

@@ -1,0 +1,306 @@
+"""``ragwatch`` from the shell: mint a token, ingest a folder, ask a question (whole or streamed).
+
+Each test runs the real command in a subprocess (``python -m service``) against a live server.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tests.support import JWT_SECRET, LiveServer, token
+
+HANDBOOK = (
+    "# Vacation policy\n\nEvery employee gets twenty-five days of paid vacation per year. "
+    "Unused vacation days expire at the end of March of the following year.\n"
+)
+EXPENSES = "Travel expenses are reimbursed within fourteen days when receipts are attached.\n"
+PARKING = "Visitors park in the north garage, level two; employees park in the south garage.\n"
+INDEX = "This folder holds the company handbook: vacation, expenses and parking.\n"
+
+
+def ragwatch(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run ``ragwatch args`` with no ragwatch/OpenAI variable of this process, only ``env``."""
+    kept = {k: v for k, v in os.environ.items() if not k.startswith(("RAGWATCH_", "OPENAI_"))}
+    return subprocess.run(  # noqa: S603 - our own command, with arguments from the tests
+        [sys.executable, "-m", "service", *args],
+        env={**kept, **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def decode(minted: str) -> dict[str, Any]:
+    claims: dict[str, Any] = jwt.decode(minted, JWT_SECRET, algorithms=["HS256"])
+    return claims
+
+
+# --- token ----------------------------------------------------------------------------------------------
+
+
+def test_token_prints_only_a_token_that_decodes_to_the_requested_caller(tmp_path: Path) -> None:
+    before = int(time.time())
+
+    result = ragwatch(
+        "token", "--tenant", "acme", "--user", "alice", "--role", "admin", "--ttl", "1h",
+        cwd=tmp_path, RAGWATCH_JWT_SECRET=JWT_SECRET,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert result.stdout.endswith("\n")
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1
+    claims = decode(lines[0])
+    assert claims["sub"] == "alice"
+    assert claims["tenant_id"] == "acme"
+    assert claims["roles"] == ["admin"]
+    assert before + 3600 <= claims["exp"] <= int(time.time()) + 3600
+
+
+@pytest.mark.parametrize(("ttl", "seconds"), [("90s", 90), ("15m", 900), ("7d", 604_800), ("120", 120)])
+def test_token_ttl_accepts_seconds_minutes_hours_and_days(tmp_path: Path, ttl: str, seconds: int) -> None:
+    result = ragwatch(
+        "token", "--tenant", "acme", "--user", "u1", f"--ttl={ttl}", cwd=tmp_path, RAGWATCH_JWT_SECRET=JWT_SECRET
+    )
+
+    assert result.returncode == 0, result.stderr
+    claims = decode(result.stdout.strip())
+    assert claims["exp"] - claims["iat"] == seconds
+
+
+def test_token_roles_default_to_member_and_repeat(tmp_path: Path) -> None:
+    default = ragwatch("token", "--tenant", "acme", "--user", "u1", cwd=tmp_path, RAGWATCH_JWT_SECRET=JWT_SECRET)
+    both = ragwatch(
+        "token", "--tenant", "acme", "--user", "u1", "--role", "admin", "--role", "member",
+        cwd=tmp_path, RAGWATCH_JWT_SECRET=JWT_SECRET,
+    )  # fmt: skip
+
+    assert decode(default.stdout.strip())["roles"] == ["member"]
+    assert decode(both.stdout.strip())["roles"] == ["admin", "member"]
+
+
+def test_token_carries_the_configured_issuer_and_audience(tmp_path: Path) -> None:
+    result = ragwatch(
+        "token", "--tenant", "acme", "--user", "u1",
+        cwd=tmp_path, RAGWATCH_JWT_SECRET=JWT_SECRET, RAGWATCH_JWT_ISSUER="https://iss", RAGWATCH_JWT_AUDIENCE="api",
+    )  # fmt: skip
+
+    claims = jwt.decode(result.stdout.strip(), JWT_SECRET, algorithms=["HS256"], audience="api", issuer="https://iss")
+    assert claims["sub"] == "u1"
+
+
+@pytest.mark.parametrize("ttl", ["soon", "0", "-1h", "1.5h", "1w", ""])
+def test_token_with_a_bad_ttl_is_a_usage_error(tmp_path: Path, ttl: str) -> None:
+    result = ragwatch(
+        "token", "--tenant", "acme", "--user", "u1", f"--ttl={ttl}", cwd=tmp_path, RAGWATCH_JWT_SECRET=JWT_SECRET
+    )
+
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "usage: ragwatch token" in result.stderr
+    assert "argument --ttl: expected a duration such as 90s, 15m, 1h or 7d" in result.stderr
+
+
+def test_token_with_an_invalid_tenant_id_is_refused_in_one_line(tmp_path: Path) -> None:
+    result = ragwatch("token", "--tenant", "acme' OR 1=1", "--user", "u1", cwd=tmp_path, RAGWATCH_JWT_SECRET=JWT_SECRET)
+
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("ragwatch: invalid tenant id")
+
+
+def test_token_without_a_secret_names_the_missing_variable(tmp_path: Path) -> None:
+    result = ragwatch("token", "--tenant", "acme", "--user", "u1", cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith("ragwatch: RAGWATCH_JWT_SECRET: required")
+    assert result.stderr.count("\n") == 1
+
+
+def test_token_refuses_to_mint_an_hs256_token_the_server_would_not_accept(tmp_path: Path) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    key_file = tmp_path / "rsa.pem"
+    key_file.write_bytes(key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+
+    result = ragwatch(
+        "token", "--tenant", "acme", "--user", "u1",
+        cwd=tmp_path, RAGWATCH_JWT_SECRET=JWT_SECRET, RAGWATCH_JWT_ALGORITHMS="RS256",
+        RAGWATCH_JWT_PUBLIC_KEY_FILE=str(key_file),
+    )  # fmt: skip
+
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith("ragwatch: RAGWATCH_JWT_ALGORITHMS:")
+
+
+# --- ingest and ask -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def handbook_dir(tmp_path: Path) -> Path:
+    """Four text files (one nested, one named with a leading underscore) and a PDF to be skipped."""
+    folder = tmp_path / "handbook"
+    (folder / "nested").mkdir(parents=True)
+    (folder / "vacation.md").write_text(HANDBOOK)
+    (folder / "expenses.txt").write_text(EXPENSES)
+    (folder / "nested" / "parking.md").write_text(PARKING)
+    (folder / "_index.md").write_text(INDEX)
+    (folder / "manual.pdf").write_bytes(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj << >> endobj\n")
+    return folder
+
+
+@pytest.fixture
+def empty_kb(admin: httpx.Client) -> str:
+    response = admin.post("/v1/knowledge-bases", json={"name": "cli"})
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def kb_state(admin: httpx.Client, kb: str) -> tuple[int, int, list[str], list[str]]:
+    """Document count, chunk count, sorted titles and sorted document ids of ``kb``."""
+    detail = admin.get(f"/v1/knowledge-bases/{kb}").json()
+    documents = admin.get(f"/v1/knowledge-bases/{kb}/documents").json()
+    return (
+        detail["document_count"],
+        detail["chunk_count"],
+        sorted(document["title"] for document in documents),
+        sorted(document["document_id"] for document in documents),
+    )
+
+
+def test_ingest_a_folder_adds_its_text_files_and_skips_the_pdf(
+    server: LiveServer, admin: httpx.Client, empty_kb: str, handbook_dir: Path, tmp_path: Path
+) -> None:
+    """The client needs only --url and --token: none of the server's settings are in its environment."""
+    result = ragwatch(
+        "ingest", str(handbook_dir), "--kb", empty_kb, "--url", server.url, "--token", token(), cwd=tmp_path
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "ingested 4 file(s)" in result.stdout
+    assert f"into {empty_kb}" in result.stdout
+    documents, chunks, titles, _ = kb_state(admin, empty_kb)
+    assert documents == 4
+    assert chunks >= 4
+    assert titles == ["_index.md", "expenses.txt", "parking.md", "vacation.md"]
+
+
+def test_ingesting_the_same_folder_again_replaces_instead_of_duplicating(
+    server: LiveServer, admin: httpx.Client, empty_kb: str, handbook_dir: Path, tmp_path: Path
+) -> None:
+    arguments = ("ingest", str(handbook_dir), "--kb", empty_kb, "--url", server.url, "--token", token())
+    first = ragwatch(*arguments, cwd=tmp_path)
+    after_first = kb_state(admin, empty_kb)
+    (handbook_dir / "expenses.txt").write_text(EXPENSES + "Meals are reimbursed up to forty euros per day.\n")
+
+    second = ragwatch(*arguments, cwd=tmp_path)
+
+    assert first.returncode == 0, first.stderr
+    assert second.returncode == 0, second.stderr
+    assert kb_state(admin, empty_kb) == after_first
+    expenses = next(
+        d for d in admin.get(f"/v1/knowledge-bases/{empty_kb}/documents").json() if d["title"] == "expenses.txt"
+    )
+    text = admin.get(f"/v1/knowledge-bases/{empty_kb}/documents/{expenses['document_id']}").json()["text"]
+    assert "forty euros" in text
+
+
+def test_ingest_refuses_a_pdf_named_explicitly_with_the_servers_reason(
+    server: LiveServer, empty_kb: str, handbook_dir: Path, tmp_path: Path
+) -> None:
+    result = ragwatch(
+        "ingest", str(handbook_dir / "manual.pdf"), "--kb", empty_kb, "--url", server.url, "--token", token(),
+        cwd=tmp_path,
+    )  # fmt: skip
+
+    assert result.returncode == 1
+    assert "ragwatch: 415" in result.stderr
+
+
+def test_ingest_of_a_missing_path_fails_in_one_line(server: LiveServer, empty_kb: str, tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+
+    result = ragwatch("ingest", str(missing), "--kb", empty_kb, "--url", server.url, "--token", token(), cwd=tmp_path)
+
+    assert result.returncode == 1
+    assert result.stderr == f"ragwatch: no such file or folder: {missing}\n"
+
+
+@pytest.fixture
+def ingested_kb(server: LiveServer, empty_kb: str, handbook_dir: Path, tmp_path: Path) -> str:
+    result = ragwatch(
+        "ingest", str(handbook_dir), "--kb", empty_kb, "--url", server.url, "--token", token(), cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    return empty_kb
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_ask_prints_an_answer_with_citations(
+    server: LiveServer, ingested_kb: str, tmp_path: Path, stream: bool
+) -> None:
+    member = token(roles=("member",))
+    arguments = ["ask", "How many vacation days do employees get?", "--kb", ingested_kb, "--url", server.url]
+    arguments += ["--token", member, *(["--stream"] if stream else [])]
+
+    result = ragwatch(*arguments, cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "twenty-five days" in lines[0]
+    assert "[1]" in lines[0]
+    assert lines[1].startswith("  [1] vacation.md (")
+    assert lines[-1].startswith("  trace ")
+    assert member not in result.stdout
+
+
+def test_ask_without_token_mints_one_from_the_shared_secret(
+    server: LiveServer, ingested_kb: str, tmp_path: Path
+) -> None:
+    result = ragwatch(
+        "ask", "Where do visitors park?", "--kb", ingested_kb, "--url", server.url, "--tenant", "acme",
+        cwd=tmp_path, RAGWATCH_JWT_SECRET=JWT_SECRET,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    assert "north garage" in result.stdout
+    assert "parking.md" in result.stdout
+
+
+def test_ask_about_an_unknown_knowledge_base_fails_with_the_problem_in_one_line(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    result = ragwatch("ask", "anything?", "--kb", "kb_missing", "--url", server.url, "--token", token(), cwd=tmp_path)
+
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith("ragwatch: 404 ")
+    assert result.stderr.count("\n") == 1
+
+
+def test_ask_with_a_rejected_token_reports_the_401(server: LiveServer, ingested_kb: str, tmp_path: Path) -> None:
+    forged = jwt.encode(
+        {"sub": "x", "tenant_id": "acme", "roles": ["admin"], "exp": 2**31}, "f" * 40, algorithm="HS256"
+    )
+
+    result = ragwatch("ask", "hi?", "--kb", ingested_kb, "--url", server.url, "--token", forged, cwd=tmp_path)
+
+    assert result.returncode == 1
+    assert result.stderr.startswith("ragwatch: 401 ")
+    assert forged not in result.stderr

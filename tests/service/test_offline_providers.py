@@ -1,0 +1,155 @@
+"""The offline default providers: a deterministic hashing embedder and a grounded extractive answerer."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import numpy as np
+
+from service.chunking import split_sentences
+from service.providers import NO_ANSWER, Passage
+from service.providers.offline import ExtractiveAnswerer, HashingEmbedder
+
+VACATION = (
+    "Every employee gets twenty-five days of paid vacation per year. "
+    "Unused vacation days expire at the end of March of the following year."
+)
+EXPENSES = "Travel expenses are reimbursed within fourteen days. Receipts must be attached to every claim."
+PARKING = "The office car park opens at seven. Bicycles are parked in the basement."
+
+
+def _passage(number: int, text: str, score: float = 1.0) -> Passage:
+    return Passage(
+        document_id=f"doc-{number}", chunk_id=f"chunk-{number}", title=f"Title {number}", text=text, score=score
+    )
+
+
+# --- hashing embedder -----------------------------------------------------------------------------------
+
+
+async def test_hashing_embedder_returns_the_same_vectors_on_every_call() -> None:
+    embedder = HashingEmbedder(384)
+    texts = [VACATION, EXPENSES, "vacation"]
+
+    first = await embedder.embed(texts)
+    second = await HashingEmbedder(384).embed(list(reversed(texts)))
+
+    assert first.shape == (3, 384)
+    assert first.dtype == np.float32
+    np.testing.assert_array_equal(first, second[::-1])
+
+
+def test_hashing_embedder_is_the_same_in_another_process() -> None:
+    """Python's ``hash`` is salted per process; the embedder must not depend on it."""
+    script = (
+        "from service.providers.offline import HashingEmbedder;"
+        f"print(HashingEmbedder(64).embed_sync([{VACATION!r}]).tobytes().hex())"
+    )
+    command = [sys.executable, "-c", script]  # this interpreter, and a script written above
+    other = subprocess.run(command, capture_output=True, text=True, check=True, timeout=60)  # noqa: S603
+
+    assert bytes.fromhex(other.stdout.strip()) == HashingEmbedder(64).embed_sync([VACATION]).tobytes()
+
+
+def test_hashing_embedder_rows_are_unit_length_and_blank_text_is_zero() -> None:
+    vectors = HashingEmbedder(128).embed_sync([VACATION, EXPENSES, "a", "   "])
+
+    norms = np.linalg.norm(vectors, axis=1)
+    np.testing.assert_allclose(norms[:2], 1.0, rtol=1e-5)
+    # Only stopwords or nothing at all: no feature, an all-zero row rather than NaN.
+    np.testing.assert_array_equal(vectors[2:], 0.0)
+
+
+def test_hashing_embedder_places_similar_texts_closer_than_unrelated_ones() -> None:
+    embedder = HashingEmbedder(384)
+    question, related, unrelated = embedder.embed_sync(
+        ["How many days of paid vacation does an employee get?", VACATION, PARKING]
+    )
+
+    assert float(question @ related) > 0.3
+    assert float(question @ related) > float(question @ unrelated) + 0.2
+
+
+def test_hashing_embedder_matches_plural_and_case_variants() -> None:
+    singular, plural = HashingEmbedder(256).embed_sync(["Expense receipt", "EXPENSES receipts"])
+
+    assert float(singular @ plural) > 0.99
+
+
+def test_hashing_embedder_folds_accents_without_splitting_words() -> None:
+    embedder = HashingEmbedder(256)
+    accented, plain, other = embedder.embed_sync(["Zürich office résumé", "zurich OFFICE resume", "rich zu office"])
+
+    assert float(accented @ plain) > 0.99
+    assert float(accented @ other) < 0.5
+
+
+def test_hashing_embedder_names_its_width_as_its_model() -> None:
+    embedder = HashingEmbedder(96)
+
+    assert embedder.dimensions == 96
+    assert embedder.model == "hashing-96"
+    assert embedder.provider == "ragwatch"
+
+
+# --- extractive answerer --------------------------------------------------------------------------------
+
+
+async def test_extractive_answer_is_made_only_of_passage_sentences_each_with_its_citation() -> None:
+    passages = [_passage(1, VACATION), _passage(2, EXPENSES), _passage(3, PARKING)]
+
+    answer = await ExtractiveAnswerer().answer("When do unused vacation days expire?", passages)
+
+    cited = re.findall(r"(.+?) \[(\d+)\]", answer.text)
+    assert cited, answer.text
+    for sentence, number in cited:
+        assert sentence.strip() in split_sentences(passages[int(number) - 1].text)
+    assert "Unused vacation days expire at the end of March of the following year. [1]" in answer.text
+    assert "[3]" not in answer.text
+    assert answer.model == "extractive"
+    assert answer.finish_reason == "stop"
+    assert answer.input_tokens > 0
+    assert answer.output_tokens > 0
+
+
+async def test_extractive_answer_keeps_the_passages_order_and_at_most_three_sentences() -> None:
+    passages = [_passage(1, EXPENSES), _passage(2, VACATION)]
+
+    answer = await ExtractiveAnswerer().answer("vacation days expenses receipts travel", passages)
+
+    markers = [int(n) for n in re.findall(r"\[(\d+)\]", answer.text)]
+    assert len(markers) == 3
+    assert markers == sorted(markers)
+
+
+async def test_extractive_answer_matches_a_question_written_without_the_passages_accents() -> None:
+    passages = [_passage(1, "The new office is in Zürich. It opens in May.")]
+
+    answer = await ExtractiveAnswerer().answer("Is it in Zurich?", passages)
+
+    assert answer.text.startswith("The new office is in Zürich. [1]")
+
+
+async def test_extractive_answerer_says_the_knowledge_base_does_not_say_when_nothing_overlaps() -> None:
+    answer = await ExtractiveAnswerer().answer("Which rocket engine powers Saturn?", [_passage(1, VACATION)])
+
+    assert answer.text == NO_ANSWER
+    assert "[" not in answer.text
+
+
+async def test_extractive_stream_deltas_join_to_the_full_answer() -> None:
+    answerer = ExtractiveAnswerer()
+    passages = [_passage(1, VACATION), _passage(2, EXPENSES)]
+    question = "How many vacation days, and when are travel expenses reimbursed?"
+    whole = await answerer.answer(question, passages)
+
+    stream = await answerer.stream(question, passages)
+    assert stream.result is None
+    deltas = [delta async for delta in stream]
+    await stream.aclose()
+
+    assert len(deltas) > 3
+    assert "".join(deltas) == whole.text
+    assert stream.result == whole
