@@ -101,9 +101,7 @@ class JWTAuthenticator:
         scheme, _, token = connection.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             # RFC 6750 3.1: no error code when the request carries no token at all.
-            missing = Unauthorized("Send Authorization: Bearer <token>.")
-            missing.headers = {"WWW-Authenticate": 'Bearer realm="ragwatch"'}
-            raise missing
+            raise Unauthorized("Send Authorization: Bearer <token>.", challenge='Bearer realm="ragwatch"')
         return await self.authenticate(token.strip())
 
     async def authenticate(self, token: str) -> Principal:

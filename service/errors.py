@@ -66,8 +66,9 @@ class BadRequest(RagwatchError):
 class Unauthorized(RagwatchError):
     status, slug, title = 401, "unauthenticated", "Authentication required"
 
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    def __init__(self, detail: str, *, challenge: str = 'Bearer realm="ragwatch", error="invalid_token"') -> None:
+        """``challenge``: the ``WWW-Authenticate`` value; RFC 6750 wants no error code when no token was sent."""
+        super().__init__(detail, headers={"WWW-Authenticate": challenge})
 
 
 class Forbidden(RagwatchError):

@@ -294,9 +294,20 @@ class Store:
     # --- maintenance ----------------------------------------------------------------------------------------
 
     async def _ensure_fts_index(self) -> None:
-        indices = await self._chunks.list_indices()
-        if not any(index.columns == ["text"] for index in indices):
-            await self._chunks.create_index("text", config=lancedb.index.FTS(), replace=False)
+        """Create the full-text index once; processes starting together may race, and one creation wins."""
+        for attempt in range(_WRITE_ATTEMPTS):
+            if await self._has_index("text"):
+                return
+            try:
+                await self._chunks.create_index("text", config=lancedb.index.FTS(), replace=False)
+                return
+            except (RuntimeError, ValueError):
+                await asyncio.sleep(0.05 * (attempt + 1))  # another process created it, or a commit conflicted
+        if not await self._has_index("text"):
+            raise RuntimeError("the full-text index on chunks.text could not be created")
+
+    async def _has_index(self, column: str) -> bool:
+        return any(index.columns == [column] for index in await self._chunks.list_indices())
 
     def _schedule_maintenance(self) -> None:
         """Fold new rows into the indexes in the background, at most once a minute per process."""
@@ -310,8 +321,7 @@ class Store:
     async def _maintain(self) -> None:
         try:
             rows = await self._chunks.count_rows()
-            indices = await self._chunks.list_indices()
-            if rows >= self._ann_index_min_rows and not any(index.columns == ["vector"] for index in indices):
+            if rows >= self._ann_index_min_rows and not await self._has_index("vector"):
                 await self._chunks.create_index(
                     "vector", config=lancedb.index.HnswSq(distance_type="cosine"), replace=False
                 )
