@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import LiveServer, auth, live_server, make_settings
+from tests.support import LiveServer, auth, create_kb, live_server, make_settings
 
 ClientFactory = Callable[..., httpx.Client]
 
@@ -43,9 +43,7 @@ def admin(client_for: ClientFactory) -> httpx.Client:
 @pytest.fixture
 def kb_id(admin: httpx.Client) -> str:
     """A fresh knowledge base of tenant ``acme``."""
-    response = admin.post("/v1/knowledge-bases", json={"name": "handbook"})
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
+    return create_kb(admin, "handbook")
 
 
 @pytest.fixture

@@ -284,23 +284,21 @@ class FakeOpenAI:
         }
         await _send_json(send, 200, reply)
 
-    def _completion(self) -> dict[str, Any]:
+    def _envelope(self, kind: str, choice: dict[str, Any]) -> dict[str, Any]:
+        """The fields a chat completion and each of its streamed chunks share; ``kind`` is the ``object`` type."""
         return {
             "id": "chatcmpl-fake",
-            "object": "chat.completion",
+            "object": kind,
             "created": int(time.time()),
             "model": self.model,
             "system_fingerprint": "fp_fake",
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": self.answer, "refusal": None},
-                    "logprobs": None,
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": self._usage(),
+            "choices": [choice],
         }
+
+    def _completion(self) -> dict[str, Any]:
+        message = {"role": "assistant", "content": self.answer, "refusal": None}
+        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}
+        return {**self._envelope("chat.completion", choice), "usage": self._usage()}
 
     def _usage(self) -> dict[str, int]:
         total = self.prompt_tokens + self.completion_tokens
@@ -309,15 +307,7 @@ class FakeOpenAI:
     def _chunks(self, include_usage: bool) -> list[dict[str, Any]]:
         def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
             choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-            return {
-                "id": "chatcmpl-fake",
-                "object": "chat.completion.chunk",
-                "created": int(time.time()),
-                "model": self.model,
-                "system_fingerprint": "fp_fake",
-                "choices": [choice],
-                **({"usage": None} if include_usage else {}),
-            }
+            return {**self._envelope("chat.completion.chunk", choice), **({"usage": None} if include_usage else {})}
 
         chunks = [chunk({"role": "assistant", "content": ""})]
         chunks += [chunk({"content": piece}) for piece in re.findall(r"\S+\s*", self.answer)]

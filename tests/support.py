@@ -1,13 +1,18 @@
-"""Test helpers: settings, tokens and a real uvicorn server in a background thread."""
+"""Test helpers: settings, tokens, a real uvicorn server in a background thread, and what tests share."""
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
@@ -18,6 +23,49 @@ from service.config import Settings, load_settings
 from service.providers import Providers
 
 JWT_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
+PROBLEM_BASE = "https://ragwatch.dev/problems/"
+"""Every problem ``type`` is this followed by a slug such as ``not-found``."""
+HANDBOOK = (
+    "Vacation policy.\n\nEvery employee gets twenty-five days of paid vacation per year. "
+    "Unused vacation days expire at the end of March of the following year.\n\n"
+    "Expense policy.\n\nTravel expenses are reimbursed within fourteen days when receipts are attached."
+)
+CRAFTED_IDS = [
+    "",
+    " ",
+    " leading-space",
+    "kb' OR tenant_id != 'x",
+    "' OR '1'='1",
+    "x' --",
+    "x' OR 1=1 --",
+    "a'b",
+    'a"b',
+    "a;b",
+    "x; DROP TABLE chunks",
+    "%",
+    "kb_%",
+    "*",
+    "a b",
+    "a\tb",
+    "a\nb",
+    "a\x00b",
+    "ü",
+    "naïve",
+    "naïve-kb",
+    "🙂",
+    "\\",
+    "a/b",
+    "(a)",
+    "-leading-dash",
+    "_leading_underscore",
+    "_leading-underscore",
+    ".leading-dot",
+    "x" * 65,
+    "x" * 5000,
+    "y" * 5000,
+]
+"""Ids outside the id format: SQL fragments, LIKE wildcards, quotes, blanks, control characters, unicode,
+path separators, a leading character other than a letter or digit, and lengths past 64."""
 
 
 def free_port() -> int:
@@ -77,3 +125,95 @@ def live_server(settings: Settings, providers: Providers | None = None) -> Itera
         yield server
     finally:
         server.stop()
+
+
+def fresh_tenant() -> str:
+    """A tenant id no other test uses, so that its list of knowledge bases starts empty."""
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+# --- HTTP: problems, knowledge bases, documents ---------------------------------------------------------
+
+
+def assert_problem(
+    response: httpx.Response, status: int, slug: str, *, sent: str | None = None, detail: bool = False
+) -> dict[str, Any]:
+    """``response`` is an RFC 9457 problem of ``status`` and type ``slug`` with a title; returns its body.
+
+    ``sent``: something the caller sent (a token, a key) that neither the body nor a header may repeat.
+    ``detail``: the problem must also say what went wrong in a non-empty ``detail``.
+    """
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body: dict[str, Any] = response.json()
+    assert body["type"] == PROBLEM_BASE + slug
+    assert body["status"] == status
+    assert isinstance(body["title"], str)
+    assert body["title"]
+    if detail:
+        assert isinstance(body["detail"], str)
+        assert body["detail"]
+    if sent:
+        assert sent not in response.text
+        assert all(sent not in value for value in response.headers.values())
+    return body
+
+
+def create_kb(client: httpx.Client, name: str) -> str:
+    """The id of a new knowledge base called ``name``."""
+    response = client.post("/v1/knowledge-bases", json={"name": name})
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def documents_url(kb_id: str) -> str:
+    return f"/v1/knowledge-bases/{kb_id}/documents"
+
+
+def ingest(client: httpx.Client, kb_id: str, **document: object) -> dict[str, Any]:
+    """Ingest ``document`` (title, text, optional id and metadata) as JSON; the 201 answer's body."""
+    response = client.post(documents_url(kb_id), json=document)
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def counts(client: httpx.Client, kb_id: str) -> tuple[int, int]:
+    """Document and chunk count of a knowledge base, as its detail reports them."""
+    response = client.get(f"/v1/knowledge-bases/{kb_id}")
+    assert response.status_code == 200, response.text
+    return response.json()["document_count"], response.json()["chunk_count"]
+
+
+def manual(marker: str, sections: int) -> str:
+    """Text whose every chunk talks about harbour cranes and names ``marker``, so one question finds them all.
+
+    Each section is one paragraph of about 450 characters: with the default chunk size, one chunk a section.
+    """
+    return "\n\n".join(
+        f"Section {i} of the {marker} edition. "
+        + f"Harbour crane scheduling and berth allocation follow the {marker} rules for crane {i}. " * 5
+        for i in range(sections)
+    )
+
+
+# --- the command line -----------------------------------------------------------------------------------
+
+
+def clean_environment(**env: str) -> dict[str, str]:
+    """The test process's environment without any ragwatch or OpenAI setting, plus ``env``."""
+    kept = {k: v for k, v in os.environ.items() if not k.startswith(("RAGWATCH_", "OPENAI_"))}
+    return {**kept, **env}
+
+
+def run_ragwatch(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run ``ragwatch args`` (``python -m service``) with no ragwatch/OpenAI variable of this process, only ``env``."""
+    return subprocess.run(  # noqa: S603 - our own command, with arguments from the tests
+        [sys.executable, "-m", "service", *args],
+        env=clean_environment(**env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

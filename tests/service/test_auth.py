@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -28,9 +29,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import RSAAlgorithm
 
 from tests.conftest import ClientFactory
-from tests.support import JWT_SECRET, LiveServer, free_port, live_server, make_settings
+from tests.support import JWT_SECRET, LiveServer, assert_problem, free_port, live_server, make_settings
 
-PROBLEMS = "https://ragwatch.dev/problems/"
 ISSUER = "https://issuer.example"
 AUDIENCE = "ragwatch-api"
 OTHER_SECRET = "another-secret-that-is-also-long-enough-0123456789abcdef"
@@ -77,22 +77,9 @@ def pem(key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey) -> bytes:
 # --- checking answers -----------------------------------------------------------------------------------
 
 
-def assert_problem(response: httpx.Response, status: int, slug: str, sent: str | None = None) -> dict[str, Any]:
-    """``response`` is an RFC 9457 problem of ``status`` and type ``slug`` that does not repeat ``sent``."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body: dict[str, Any] = response.json()
-    assert body["type"] == PROBLEMS + slug
-    assert body["status"] == status
-    assert body["title"]
-    if sent:
-        assert sent not in response.text
-    return body
-
-
 def assert_unauthenticated(response: httpx.Response, sent: str | None = None) -> dict[str, Any]:
     assert response.headers["www-authenticate"].startswith("Bearer")
-    return assert_problem(response, 401, "unauthenticated", sent)
+    return assert_problem(response, 401, "unauthenticated", sent=sent)
 
 
 def list_kbs(server: LiveServer, headers: dict[str, str]) -> httpx.Response:
@@ -125,27 +112,27 @@ def rsa_public_key_file(rsa_key: rsa.RSAPrivateKey, keys_dir: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def rs256_server(rsa_public_key_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """Accepts only RS256 tokens, verified with the public key file."""
+@contextmanager
+def public_key_server(data_dir: Path, algorithms: str, public_key_file: Path) -> Iterator[LiveServer]:
+    """A server accepting ``algorithms`` (comma-separated), asymmetric ones verified with ``public_key_file``."""
     settings = make_settings(
-        tmp_path_factory.mktemp("rs256"),
-        RAGWATCH_JWT_ALGORITHMS="RS256",
-        RAGWATCH_JWT_PUBLIC_KEY_FILE=str(rsa_public_key_file),
+        data_dir, RAGWATCH_JWT_ALGORITHMS=algorithms, RAGWATCH_JWT_PUBLIC_KEY_FILE=str(public_key_file)
     )
     with live_server(settings) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
+def rs256_server(rsa_public_key_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """Accepts only RS256 tokens, verified with the public key file."""
+    with public_key_server(tmp_path_factory.mktemp("rs256"), "RS256", rsa_public_key_file) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
 def mixed_server(rsa_public_key_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """Accepts HS256 (the shared secret) and RS256 (the public key file)."""
-    settings = make_settings(
-        tmp_path_factory.mktemp("mixed"),
-        RAGWATCH_JWT_ALGORITHMS="HS256,RS256",
-        RAGWATCH_JWT_PUBLIC_KEY_FILE=str(rsa_public_key_file),
-    )
-    with live_server(settings) as running:
+    with public_key_server(tmp_path_factory.mktemp("mixed"), "HS256,RS256", rsa_public_key_file) as running:
         yield running
 
 
@@ -155,10 +142,7 @@ def es256_server(
 ) -> Iterator[LiveServer]:
     path = keys_dir / "ec.pem"
     path.write_bytes(pem(ec_key.public_key()))
-    settings = make_settings(
-        tmp_path_factory.mktemp("es256"), RAGWATCH_JWT_ALGORITHMS="ES256", RAGWATCH_JWT_PUBLIC_KEY_FILE=str(path)
-    )
-    with live_server(settings) as running:
+    with public_key_server(tmp_path_factory.mktemp("es256"), "ES256", path) as running:
         yield running
 
 

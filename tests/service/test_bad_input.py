@@ -5,41 +5,28 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.support import LiveServer, auth, live_server, make_settings, token
+from tests import support
+from tests.support import PROBLEM_BASE, LiveServer, auth, documents_url, live_server, make_settings, token
 
-PROBLEM = "https://ragwatch.dev/problems/"
 INVALID = "invalid-request"
 TOO_LARGE = "payload-too-large"
 UNSUPPORTED = "unsupported-media-type"
 MAX_BODY = 2000
 
-
-def assert_problem(response: httpx.Response, status: int, kind: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body: dict[str, Any] = response.json()
-    assert body["type"] == PROBLEM + kind
-    assert body["status"] == status
-    assert isinstance(body["title"], str)
-    assert body["title"]
-    assert isinstance(body["detail"], str)
-    assert body["detail"]
-    return body
+assert_problem = partial(support.assert_problem, detail=True)
+"""A problem about bad input also says in its ``detail`` what was wrong."""
 
 
 def assert_nothing_stored(client: httpx.Client, kb_id: str) -> None:
     detail = client.get(f"/v1/knowledge-bases/{kb_id}").json()
     assert (detail["document_count"], detail["chunk_count"]) == (0, 0)
     assert client.get(f"/v1/knowledge-bases/{kb_id}/documents").json() == []
-
-
-def documents_url(kb_id: str) -> str:
-    return f"/v1/knowledge-bases/{kb_id}/documents"
 
 
 # --- JSON bodies ---------------------------------------------------------------------------------------------
@@ -355,7 +342,7 @@ def test_an_announced_body_over_the_limit_is_refused_with_413_before_it_is_sent(
     assert head.startswith(b"HTTP/1.1 413"), answer[:300]
     assert b"content-type: application/problem+json" in head.lower()
     problem = json.loads(body)
-    assert problem["type"] == PROBLEM + TOO_LARGE
+    assert problem["type"] == PROBLEM_BASE + TOO_LARGE
     assert problem["status"] == 413
     assert_nothing_stored(client, kb_id)
 

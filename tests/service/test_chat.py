@@ -8,25 +8,14 @@ import httpx
 
 from service.providers import NO_ANSWER
 from tests.conftest import ClientFactory
+from tests.support import HANDBOOK, PROBLEM_BASE, ingest
 
-HANDBOOK = (
-    "Vacation policy.\n\nEvery employee gets twenty-five days of paid vacation per year. "
-    "Unused vacation days expire at the end of March of the following year.\n\n"
-    "Expense policy.\n\nTravel expenses are reimbursed within fourteen days when receipts are attached."
-)
 GARDEN = "Tomatoes need six hours of sun. Water the basil every morning. Compost is turned weekly."
-PROBLEMS = "https://ragwatch.dev/problems/"
-
-
-def _ingest(client: httpx.Client, kb_id: str, title: str, text: str) -> str:
-    created = client.post(f"/v1/knowledge-bases/{kb_id}/documents", json={"title": title, "text": text})
-    assert created.status_code == 201, created.text
-    return str(created.json()["document_id"])
 
 
 def test_chat_answers_from_the_passages_and_cites_them(admin: httpx.Client, kb_id: str) -> None:
-    handbook = _ingest(admin, kb_id, "Handbook", HANDBOOK)
-    _ingest(admin, kb_id, "Garden", GARDEN)
+    handbook = ingest(admin, kb_id, title="Handbook", text=HANDBOOK)["document_id"]
+    ingest(admin, kb_id, title="Garden", text=GARDEN)
 
     reply = admin.post("/v1/chat", json={"kb_id": kb_id, "question": "When do unused vacation days expire?"})
 
@@ -50,7 +39,8 @@ def test_chat_answers_from_the_passages_and_cites_them(admin: httpx.Client, kb_i
 
 def test_top_k_bounds_the_number_of_citations(admin: httpx.Client, kb_id: str) -> None:
     for number in range(4):
-        _ingest(admin, kb_id, f"Policy {number}", f"Vacation rule {number}: vacation days are paid, case {number}.")
+        text = f"Vacation rule {number}: vacation days are paid, case {number}."
+        ingest(admin, kb_id, title=f"Policy {number}", text=text)
 
     reply = admin.post("/v1/chat", json={"kb_id": kb_id, "question": "Are vacation days paid?", "top_k": 2})
 
@@ -61,7 +51,7 @@ def test_top_k_bounds_the_number_of_citations(admin: httpx.Client, kb_id: str) -
 def test_a_question_the_knowledge_base_does_not_cover_gets_the_fixed_answer_without_citations(
     admin: httpx.Client, kb_id: str
 ) -> None:
-    _ingest(admin, kb_id, "Handbook", HANDBOOK)
+    ingest(admin, kb_id, title="Handbook", text=HANDBOOK)
 
     for question in ("Which rocket engine powers Saturn?", "What is the capital of Mongolia?"):
         reply = admin.post("/v1/chat", json={"kb_id": kb_id, "question": question})
@@ -88,13 +78,13 @@ def test_chat_on_an_unknown_knowledge_base_is_a_not_found_problem(admin: httpx.C
 
     assert reply.status_code == 404
     assert reply.headers["content-type"].startswith("application/problem+json")
-    assert reply.json()["type"] == PROBLEMS + "not-found"
+    assert reply.json()["type"] == PROBLEM_BASE + "not-found"
 
 
 def test_another_tenants_knowledge_base_is_as_unknown_as_a_missing_one(
     kb_id: str, admin: httpx.Client, client_for: ClientFactory
 ) -> None:
-    _ingest(admin, kb_id, "Handbook", HANDBOOK)
+    ingest(admin, kb_id, title="Handbook", text=HANDBOOK)
     outsider = client_for("globex", "mallory", ("admin",))
 
     reply = outsider.post("/v1/chat", json={"kb_id": kb_id, "question": "How many vacation days?"})
@@ -114,4 +104,4 @@ def test_invalid_chat_requests_are_bad_request_problems(admin: httpx.Client, kb_
         reply = admin.post("/v1/chat", json=body)
 
         assert reply.status_code == 400, (body, reply.text)
-        assert reply.json()["type"] == PROBLEMS + "invalid-request"
+        assert reply.json()["type"] == PROBLEM_BASE + "invalid-request"

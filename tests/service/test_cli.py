@@ -5,9 +5,6 @@ Each test runs the real command in a subprocess (``python -m service``) against 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +15,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.support import JWT_SECRET, LiveServer, token
+from tests.support import JWT_SECRET, LiveServer, create_kb, run_ragwatch, token
 
 HANDBOOK = (
     "# Vacation policy\n\nEvery employee gets twenty-five days of paid vacation per year. "
@@ -27,20 +24,6 @@ HANDBOOK = (
 EXPENSES = "Travel expenses are reimbursed within fourteen days when receipts are attached.\n"
 PARKING = "Visitors park in the north garage, level two; employees park in the south garage.\n"
 INDEX = "This folder holds the company handbook: vacation, expenses and parking.\n"
-
-
-def ragwatch(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    """Run ``ragwatch args`` with no ragwatch/OpenAI variable of this process, only ``env``."""
-    kept = {k: v for k, v in os.environ.items() if not k.startswith(("RAGWATCH_", "OPENAI_"))}
-    return subprocess.run(  # noqa: S603 - our own command, with arguments from the tests
-        [sys.executable, "-m", "service", *args],
-        env={**kept, **env},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def decode(minted: str) -> dict[str, Any]:
@@ -54,7 +37,7 @@ def decode(minted: str) -> dict[str, Any]:
 def test_token_prints_only_a_token_that_decodes_to_the_requested_caller(tmp_path: Path) -> None:
     before = int(time.time())
 
-    result = ragwatch(
+    result = run_ragwatch(
         "token", "--tenant", "acme", "--user", "alice", "--role", "admin", "--ttl", "1h",
         cwd=tmp_path, RAGWATCH_JWT_SECRET=JWT_SECRET,
     )  # fmt: skip
@@ -73,7 +56,7 @@ def test_token_prints_only_a_token_that_decodes_to_the_requested_caller(tmp_path
 
 @pytest.mark.parametrize(("ttl", "seconds"), [("90s", 90), ("15m", 900), ("7d", 604_800), ("120", 120)])
 def test_token_ttl_accepts_seconds_minutes_hours_and_days(tmp_path: Path, ttl: str, seconds: int) -> None:
-    result = ragwatch(
+    result = run_ragwatch(
         "token", "--tenant", "acme", "--user", "u1", f"--ttl={ttl}", cwd=tmp_path, RAGWATCH_JWT_SECRET=JWT_SECRET
     )
 
@@ -83,8 +66,8 @@ def test_token_ttl_accepts_seconds_minutes_hours_and_days(tmp_path: Path, ttl: s
 
 
 def test_token_roles_default_to_member_and_repeat(tmp_path: Path) -> None:
-    default = ragwatch("token", "--tenant", "acme", "--user", "u1", cwd=tmp_path, RAGWATCH_JWT_SECRET=JWT_SECRET)
-    both = ragwatch(
+    default = run_ragwatch("token", "--tenant", "acme", "--user", "u1", cwd=tmp_path, RAGWATCH_JWT_SECRET=JWT_SECRET)
+    both = run_ragwatch(
         "token", "--tenant", "acme", "--user", "u1", "--role", "admin", "--role", "member",
         cwd=tmp_path, RAGWATCH_JWT_SECRET=JWT_SECRET,
     )  # fmt: skip
@@ -94,7 +77,7 @@ def test_token_roles_default_to_member_and_repeat(tmp_path: Path) -> None:
 
 
 def test_token_carries_the_configured_issuer_and_audience(tmp_path: Path) -> None:
-    result = ragwatch(
+    result = run_ragwatch(
         "token", "--tenant", "acme", "--user", "u1",
         cwd=tmp_path, RAGWATCH_JWT_SECRET=JWT_SECRET, RAGWATCH_JWT_ISSUER="https://iss", RAGWATCH_JWT_AUDIENCE="api",
     )  # fmt: skip
@@ -105,7 +88,7 @@ def test_token_carries_the_configured_issuer_and_audience(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize("ttl", ["soon", "0", "-1h", "1.5h", "1w", ""])
 def test_token_with_a_bad_ttl_is_a_usage_error(tmp_path: Path, ttl: str) -> None:
-    result = ragwatch(
+    result = run_ragwatch(
         "token", "--tenant", "acme", "--user", "u1", f"--ttl={ttl}", cwd=tmp_path, RAGWATCH_JWT_SECRET=JWT_SECRET
     )
 
@@ -116,7 +99,9 @@ def test_token_with_a_bad_ttl_is_a_usage_error(tmp_path: Path, ttl: str) -> None
 
 
 def test_token_with_an_invalid_tenant_id_is_refused_in_one_line(tmp_path: Path) -> None:
-    result = ragwatch("token", "--tenant", "acme' OR 1=1", "--user", "u1", cwd=tmp_path, RAGWATCH_JWT_SECRET=JWT_SECRET)
+    result = run_ragwatch(
+        "token", "--tenant", "acme' OR 1=1", "--user", "u1", cwd=tmp_path, RAGWATCH_JWT_SECRET=JWT_SECRET
+    )
 
     assert result.returncode == 2
     assert result.stdout == ""
@@ -125,7 +110,7 @@ def test_token_with_an_invalid_tenant_id_is_refused_in_one_line(tmp_path: Path) 
 
 
 def test_token_without_a_secret_names_the_missing_variable(tmp_path: Path) -> None:
-    result = ragwatch("token", "--tenant", "acme", "--user", "u1", cwd=tmp_path)
+    result = run_ragwatch("token", "--tenant", "acme", "--user", "u1", cwd=tmp_path)
 
     assert result.returncode == 2
     assert result.stdout == ""
@@ -138,7 +123,7 @@ def test_token_refuses_to_mint_an_hs256_token_the_server_would_not_accept(tmp_pa
     key_file = tmp_path / "rsa.pem"
     key_file.write_bytes(key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
 
-    result = ragwatch(
+    result = run_ragwatch(
         "token", "--tenant", "acme", "--user", "u1",
         cwd=tmp_path, RAGWATCH_JWT_SECRET=JWT_SECRET, RAGWATCH_JWT_ALGORITHMS="RS256",
         RAGWATCH_JWT_PUBLIC_KEY_FILE=str(key_file),
@@ -167,9 +152,7 @@ def handbook_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def empty_kb(admin: httpx.Client) -> str:
-    response = admin.post("/v1/knowledge-bases", json={"name": "cli"})
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
+    return create_kb(admin, "cli")
 
 
 def kb_state(admin: httpx.Client, kb: str) -> tuple[int, int, list[str], list[str]]:
@@ -188,7 +171,7 @@ def test_ingest_a_folder_adds_its_text_files_and_skips_the_pdf(
     server: LiveServer, admin: httpx.Client, empty_kb: str, handbook_dir: Path, tmp_path: Path
 ) -> None:
     """The client needs only --url and --token: none of the server's settings are in its environment."""
-    result = ragwatch(
+    result = run_ragwatch(
         "ingest", str(handbook_dir), "--kb", empty_kb, "--url", server.url, "--token", token(), cwd=tmp_path
     )
 
@@ -205,11 +188,11 @@ def test_ingesting_the_same_folder_again_replaces_instead_of_duplicating(
     server: LiveServer, admin: httpx.Client, empty_kb: str, handbook_dir: Path, tmp_path: Path
 ) -> None:
     arguments = ("ingest", str(handbook_dir), "--kb", empty_kb, "--url", server.url, "--token", token())
-    first = ragwatch(*arguments, cwd=tmp_path)
+    first = run_ragwatch(*arguments, cwd=tmp_path)
     after_first = kb_state(admin, empty_kb)
     (handbook_dir / "expenses.txt").write_text(EXPENSES + "Meals are reimbursed up to forty euros per day.\n")
 
-    second = ragwatch(*arguments, cwd=tmp_path)
+    second = run_ragwatch(*arguments, cwd=tmp_path)
 
     assert first.returncode == 0, first.stderr
     assert second.returncode == 0, second.stderr
@@ -224,7 +207,7 @@ def test_ingesting_the_same_folder_again_replaces_instead_of_duplicating(
 def test_ingest_refuses_a_pdf_named_explicitly_with_the_servers_reason(
     server: LiveServer, empty_kb: str, handbook_dir: Path, tmp_path: Path
 ) -> None:
-    result = ragwatch(
+    result = run_ragwatch(
         "ingest", str(handbook_dir / "manual.pdf"), "--kb", empty_kb, "--url", server.url, "--token", token(),
         cwd=tmp_path,
     )  # fmt: skip
@@ -236,7 +219,9 @@ def test_ingest_refuses_a_pdf_named_explicitly_with_the_servers_reason(
 def test_ingest_of_a_missing_path_fails_in_one_line(server: LiveServer, empty_kb: str, tmp_path: Path) -> None:
     missing = tmp_path / "nope"
 
-    result = ragwatch("ingest", str(missing), "--kb", empty_kb, "--url", server.url, "--token", token(), cwd=tmp_path)
+    result = run_ragwatch(
+        "ingest", str(missing), "--kb", empty_kb, "--url", server.url, "--token", token(), cwd=tmp_path
+    )
 
     assert result.returncode == 1
     assert result.stderr == f"ragwatch: no such file or folder: {missing}\n"
@@ -244,7 +229,7 @@ def test_ingest_of_a_missing_path_fails_in_one_line(server: LiveServer, empty_kb
 
 @pytest.fixture
 def ingested_kb(server: LiveServer, empty_kb: str, handbook_dir: Path, tmp_path: Path) -> str:
-    result = ragwatch(
+    result = run_ragwatch(
         "ingest", str(handbook_dir), "--kb", empty_kb, "--url", server.url, "--token", token(), cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr
@@ -259,7 +244,7 @@ def test_ask_prints_an_answer_with_citations(
     arguments = ["ask", "How many vacation days do employees get?", "--kb", ingested_kb, "--url", server.url]
     arguments += ["--token", member, *(["--stream"] if stream else [])]
 
-    result = ragwatch(*arguments, cwd=tmp_path)
+    result = run_ragwatch(*arguments, cwd=tmp_path)
 
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -273,7 +258,7 @@ def test_ask_prints_an_answer_with_citations(
 def test_ask_without_token_mints_one_from_the_shared_secret(
     server: LiveServer, ingested_kb: str, tmp_path: Path
 ) -> None:
-    result = ragwatch(
+    result = run_ragwatch(
         "ask", "Where do visitors park?", "--kb", ingested_kb, "--url", server.url, "--tenant", "acme",
         cwd=tmp_path, RAGWATCH_JWT_SECRET=JWT_SECRET,
     )  # fmt: skip
@@ -286,7 +271,9 @@ def test_ask_without_token_mints_one_from_the_shared_secret(
 def test_ask_about_an_unknown_knowledge_base_fails_with_the_problem_in_one_line(
     server: LiveServer, tmp_path: Path
 ) -> None:
-    result = ragwatch("ask", "anything?", "--kb", "kb_missing", "--url", server.url, "--token", token(), cwd=tmp_path)
+    result = run_ragwatch(
+        "ask", "anything?", "--kb", "kb_missing", "--url", server.url, "--token", token(), cwd=tmp_path
+    )
 
     assert result.returncode == 1
     assert result.stdout == ""
@@ -299,7 +286,7 @@ def test_ask_with_a_rejected_token_reports_the_401(server: LiveServer, ingested_
         {"sub": "x", "tenant_id": "acme", "roles": ["admin"], "exp": 2**31}, "f" * 40, algorithm="HS256"
     )
 
-    result = ragwatch("ask", "hi?", "--kb", ingested_kb, "--url", server.url, "--token", forged, cwd=tmp_path)
+    result = run_ragwatch("ask", "hi?", "--kb", ingested_kb, "--url", server.url, "--token", forged, cwd=tmp_path)
 
     assert result.returncode == 1
     assert result.stderr.startswith("ragwatch: 401 ")

@@ -7,8 +7,6 @@ printed back, neither by ``repr``/``str`` nor inside an error message.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from service.config import Secret, Settings, SettingsError, load_settings
+from tests.support import run_ragwatch
 
 SECRET = "settings-test-secret-0123456789-abcdefghijklmnop"  # 48 bytes: enough for HS256 and HS384
 BASE = {"RAGWATCH_JWT_SECRET": SECRET}
@@ -305,22 +304,8 @@ def test_an_error_message_never_echoes_a_secret_read_from_a_file(tmp_path: Path)
 # --- the process ----------------------------------------------------------------------------------------
 
 
-def clean_environment(**env: str) -> dict[str, str]:
-    """The test process's environment without any ragwatch or OpenAI setting, plus ``env``."""
-    kept = {k: v for k, v in os.environ.items() if not k.startswith(("RAGWATCH_", "OPENAI_"))}
-    return {**kept, **env}
-
-
 def test_serve_with_an_invalid_port_exits_with_code_2_and_one_line_naming_the_variable(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "service", "serve"],
-        env=clean_environment(RAGWATCH_PORT="notaport", RAGWATCH_JWT_SECRET=SECRET),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_ragwatch("serve", cwd=tmp_path, RAGWATCH_PORT="notaport", RAGWATCH_JWT_SECRET=SECRET)
 
     assert result.returncode == 2
     assert result.stdout == ""

@@ -14,34 +14,7 @@ import pytest
 
 from service.models import ID_PATTERN
 from tests.conftest import ClientFactory
-from tests.support import LiveServer, auth
-
-PROBLEM = "https://ragwatch.dev/problems/"
-
-
-def documents_url(kb_id: str) -> str:
-    return f"/v1/knowledge-bases/{kb_id}/documents"
-
-
-def manual(marker: str, sections: int) -> str:
-    """Text whose every chunk talks about harbour cranes and names ``marker``, so one question finds them all."""
-    return "\n\n".join(
-        f"Section {i} of the {marker} edition. "
-        + f"Harbour crane scheduling and berth allocation follow the {marker} rules for crane {i}. " * 5
-        for i in range(sections)
-    )
-
-
-def ingest(client: httpx.Client, kb_id: str, **document: object) -> dict[str, Any]:
-    response = client.post(documents_url(kb_id), json=document)
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-def counts(client: httpx.Client, kb_id: str) -> tuple[int, int]:
-    body = client.get(f"/v1/knowledge-bases/{kb_id}").json()
-    return body["document_count"], body["chunk_count"]
+from tests.support import LiveServer, assert_problem, auth, counts, documents_url, ingest, manual
 
 
 def citations(client: httpx.Client, kb_id: str, question: str, top_k: int = 20) -> list[dict[str, Any]]:
@@ -49,12 +22,6 @@ def citations(client: httpx.Client, kb_id: str, question: str, top_k: int = 20) 
     assert response.status_code == 200, response.text
     found: list[dict[str, Any]] = response.json()["citations"]
     return found
-
-
-def assert_not_found(response: httpx.Response) -> None:
-    assert response.status_code == 404, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    assert response.json()["type"] == PROBLEM + "not-found"
 
 
 # --- ingest ------------------------------------------------------------------------------------------------
@@ -170,23 +137,23 @@ def test_delete_returns_204_then_the_document_is_gone_everywhere(admin: httpx.Cl
 
     assert deleted.status_code == 204
     assert deleted.content == b""
-    assert_not_found(admin.get(f"{documents_url(kb_id)}/vacation"))
-    assert_not_found(admin.delete(f"{documents_url(kb_id)}/vacation"))
+    assert_problem(admin.get(f"{documents_url(kb_id)}/vacation"), 404, "not-found")
+    assert_problem(admin.delete(f"{documents_url(kb_id)}/vacation"), 404, "not-found")
     assert [d["document_id"] for d in admin.get(documents_url(kb_id)).json()] == [keep["document_id"]]
     assert all(c["document_id"] != "vacation" for c in citations(admin, kb_id, "How many vacation days?"))
     assert counts(admin, kb_id) == (1, keep["chunks"])
 
 
 def test_an_unknown_document_is_not_found(admin: httpx.Client, kb_id: str) -> None:
-    assert_not_found(admin.get(f"{documents_url(kb_id)}/never-ingested"))
-    assert_not_found(admin.delete(f"{documents_url(kb_id)}/never-ingested"))
+    assert_problem(admin.get(f"{documents_url(kb_id)}/never-ingested"), 404, "not-found")
+    assert_problem(admin.delete(f"{documents_url(kb_id)}/never-ingested"), 404, "not-found")
 
 
 def test_documents_of_an_unknown_knowledge_base_are_not_found(admin: httpx.Client) -> None:
-    assert_not_found(admin.get(documents_url("kb_unknown")))
-    assert_not_found(admin.post(documents_url("kb_unknown"), json={"title": "t", "text": "x"}))
-    assert_not_found(admin.get(f"{documents_url('kb_unknown')}/doc"))
-    assert_not_found(admin.delete(f"{documents_url('kb_unknown')}/doc"))
+    assert_problem(admin.get(documents_url("kb_unknown")), 404, "not-found")
+    assert_problem(admin.post(documents_url("kb_unknown"), json={"title": "t", "text": "x"}), 404, "not-found")
+    assert_problem(admin.get(f"{documents_url('kb_unknown')}/doc"), 404, "not-found")
+    assert_problem(admin.delete(f"{documents_url('kb_unknown')}/doc"), 404, "not-found")
 
 
 # --- replacement ---------------------------------------------------------------------------------------------

@@ -3,50 +3,25 @@
 from __future__ import annotations
 
 import re
-import uuid
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
 import lancedb
 
 from service.models import ID_PATTERN
 from tests.conftest import ClientFactory
-from tests.support import auth, live_server, make_settings
-
-PROBLEM = "https://ragwatch.dev/problems/"
-
-
-def fresh_tenant() -> str:
-    return f"t{uuid.uuid4().hex[:12]}"
-
-
-def long_text(marker: str, paragraphs: int) -> str:
-    return "\n\n".join(
-        f"Section {i} of the {marker} guide. "
-        + f"The {marker} procedure for harbour crane number {i} is written here. " * 6
-        for i in range(paragraphs)
-    )
-
-
-def ingest(client: httpx.Client, kb_id: str, **document: object) -> dict[str, Any]:
-    response = client.post(f"/v1/knowledge-bases/{kb_id}/documents", json=document)
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-def counts(client: httpx.Client, kb_id: str) -> tuple[int, int]:
-    response = client.get(f"/v1/knowledge-bases/{kb_id}")
-    assert response.status_code == 200, response.text
-    return response.json()["document_count"], response.json()["chunk_count"]
-
-
-def assert_not_found(response: httpx.Response) -> None:
-    assert response.status_code == 404, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    assert response.json()["type"] == PROBLEM + "not-found"
+from tests.support import (
+    PROBLEM_BASE,
+    assert_problem,
+    auth,
+    counts,
+    fresh_tenant,
+    ingest,
+    live_server,
+    make_settings,
+    manual,
+)
 
 
 def test_create_returns_201_with_id_name_description_and_creation_time(admin: httpx.Client) -> None:
@@ -117,12 +92,12 @@ def test_detail_has_the_fields_and_zero_counts_when_empty(admin: httpx.Client, k
 
 
 def test_detail_counts_are_right_after_ingest_replace_and_delete(admin: httpx.Client, kb_id: str) -> None:
-    long_doc = ingest(admin, kb_id, title="Long", text=long_text("amber", 12), id="long")
+    long_doc = ingest(admin, kb_id, title="Long", text=manual("amber", 12), id="long")
     short_doc = ingest(admin, kb_id, title="Short", text="A single short paragraph.")
     assert long_doc["chunks"] > 3
     assert counts(admin, kb_id) == (2, long_doc["chunks"] + short_doc["chunks"])
 
-    replaced = ingest(admin, kb_id, title="Long", text=long_text("cobalt", 4), id="long")
+    replaced = ingest(admin, kb_id, title="Long", text=manual("cobalt", 4), id="long")
     assert replaced["replaced"] is True
     assert counts(admin, kb_id) == (2, replaced["chunks"] + short_doc["chunks"])
 
@@ -132,7 +107,7 @@ def test_detail_counts_are_right_after_ingest_replace_and_delete(admin: httpx.Cl
 
 def test_counts_of_one_knowledge_base_ignore_the_others(admin: httpx.Client, kb_id: str) -> None:
     other = admin.post("/v1/knowledge-bases", json={"name": "other"}).json()["id"]
-    ingest(admin, other, title="Elsewhere", text=long_text("elsewhere", 5))
+    ingest(admin, other, title="Elsewhere", text=manual("elsewhere", 5))
     mine = ingest(admin, kb_id, title="Here", text="Only this one.")
 
     assert counts(admin, kb_id) == (1, mine["chunks"])
@@ -142,18 +117,19 @@ def test_delete_returns_204_then_the_knowledge_base_and_its_documents_are_not_fo
     admin: httpx.Client, kb_id: str
 ) -> None:
     document = ingest(admin, kb_id, title="Vacation", text="Every employee gets twenty-five vacation days.")
-    asked = admin.post("/v1/chat", json={"kb_id": kb_id, "question": "How many vacation days?"})
+    chat = {"kb_id": kb_id, "question": "How many vacation days?"}
+    asked = admin.post("/v1/chat", json=chat)
     assert asked.json()["citations"][0]["document_id"] == document["document_id"]
 
     deleted = admin.delete(f"/v1/knowledge-bases/{kb_id}")
 
     assert deleted.status_code == 204
     assert deleted.content == b""
-    assert_not_found(admin.get(f"/v1/knowledge-bases/{kb_id}"))
-    assert_not_found(admin.get(f"/v1/knowledge-bases/{kb_id}/documents"))
-    assert_not_found(admin.get(f"/v1/knowledge-bases/{kb_id}/documents/{document['document_id']}"))
-    assert_not_found(admin.post("/v1/chat", json={"kb_id": kb_id, "question": "How many vacation days?"}))
-    assert_not_found(admin.delete(f"/v1/knowledge-bases/{kb_id}"))
+    assert_problem(admin.get(f"/v1/knowledge-bases/{kb_id}"), 404, "not-found")
+    assert_problem(admin.get(f"/v1/knowledge-bases/{kb_id}/documents"), 404, "not-found")
+    assert_problem(admin.get(f"/v1/knowledge-bases/{kb_id}/documents/{document['document_id']}"), 404, "not-found")
+    assert_problem(admin.post("/v1/chat", json=chat), 404, "not-found")
+    assert_problem(admin.delete(f"/v1/knowledge-bases/{kb_id}"), 404, "not-found")
     assert kb_id not in [kb["id"] for kb in admin.get("/v1/knowledge-bases").json()]
 
 
@@ -176,7 +152,7 @@ def test_delete_removes_every_chunk_of_the_knowledge_base_from_storage(data_dir:
         kb_id = client.post("/v1/knowledge-bases", json={"name": "doomed"}).json()["id"]
         kept = client.post("/v1/knowledge-bases", json={"name": "kept"}).json()["id"]
         for index in range(3):
-            ingest(client, kb_id, title=f"Doc {index}", text=long_text(f"doomed{index}", 4))
+            ingest(client, kb_id, title=f"Doc {index}", text=manual(f"doomed{index}", 4))
         ingest(client, kept, title="Kept", text="Kept text.")
         chunks = lancedb.connect(str(data_dir / "lancedb")).open_table("chunks")
         assert chunks.count_rows(f"kb_id = '{kb_id}'") >= 3
@@ -199,5 +175,5 @@ def test_members_cannot_create_or_delete_knowledge_bases(client_for: ClientFacto
 
     for response in (created, deleted):
         assert response.status_code == 403, response.text
-        assert response.json()["type"] == PROBLEM + "forbidden"
+        assert response.json()["type"] == PROBLEM_BASE + "forbidden"
     assert [kb["id"] for kb in member.get("/v1/knowledge-bases").json()] == [kb_id]

@@ -74,6 +74,13 @@ def _visible_within(deadline_s: float, probe: httpx.Client, path: str) -> float:
     pytest.fail(f"{path} was not visible through the other process within {deadline_s}s")
 
 
+def _shared_kb(writer: httpx.Client, reader: httpx.Client, name: str) -> str:
+    """A knowledge base created through ``writer``, once it is visible through ``reader`` (within a second)."""
+    kb_id: str = writer.post("/v1/knowledge-bases", json={"name": name}).json()["id"]
+    _visible_within(1.0, reader, f"/v1/knowledge-bases/{kb_id}")
+    return kb_id
+
+
 def test_a_knowledge_base_written_through_one_process_is_visible_through_another_within_a_second(
     two_processes: tuple[httpx.Client, httpx.Client],
 ) -> None:
@@ -89,8 +96,7 @@ def test_a_document_written_through_one_process_is_searchable_through_another_wi
     two_processes: tuple[httpx.Client, httpx.Client],
 ) -> None:
     writer, reader = two_processes
-    kb_id = writer.post("/v1/knowledge-bases", json={"name": "shared docs"}).json()["id"]
-    _visible_within(1.0, reader, f"/v1/knowledge-bases/{kb_id}")
+    kb_id = _shared_kb(writer, reader, "shared docs")
     text = "The quarterly offsite happens in Lisbon. Everyone travels on the Tuesday before."
     writer.post(f"/v1/knowledge-bases/{kb_id}/documents", json={"title": "Offsite", "text": text, "id": "offsite"})
 
@@ -105,8 +111,7 @@ def test_concurrent_writers_in_two_processes_neither_lose_nor_duplicate_document
     two_processes: tuple[httpx.Client, httpx.Client],
 ) -> None:
     first, second = two_processes
-    kb_id = first.post("/v1/knowledge-bases", json={"name": "contended"}).json()["id"]
-    _visible_within(1.0, second, f"/v1/knowledge-bases/{kb_id}")
+    kb_id = _shared_kb(first, second, "contended")
 
     def write(job: tuple[int, httpx.Client]) -> int:
         number, client = job

@@ -18,17 +18,11 @@ import pytest
 from service.providers import NO_ANSWER
 from service.providers.base import SYSTEM_PROMPT
 from tests.fake_openai import API_KEY, CHAT, EMBEDDINGS, FAKE_MODEL, FakeOpenAI, fake_openai, openai_env
-from tests.support import auth, free_port, live_server, make_settings
+from tests.support import HANDBOOK, assert_problem, auth, create_kb, free_port, ingest, live_server, make_settings
 
 __all__ = ["fake_openai"]  # the fixture, imported for pytest
 
-HANDBOOK = (
-    "Vacation policy.\n\nEvery employee gets twenty-five days of paid vacation per year. "
-    "Unused vacation days expire at the end of March of the following year.\n\n"
-    "Expense policy.\n\nTravel expenses are reimbursed within fourteen days when receipts are attached."
-)
 QUESTION = "How many days of paid vacation does an employee get?"
-PROBLEMS = "https://ragwatch.dev/problems/"
 
 
 @contextmanager
@@ -38,20 +32,14 @@ def ragwatch(data_dir: Path, base_url: str, **env: str) -> Iterator[httpx.Client
         yield client
 
 
-def _new_kb(client: httpx.Client) -> str:
-    created = client.post("/v1/knowledge-bases", json={"name": "handbook"})
-    assert created.status_code == 201, created.text
-    return str(created.json()["id"])
-
-
 def _ingest(client: httpx.Client, kb_id: str, text: str = HANDBOOK) -> httpx.Response:
+    """Post a document and return the answer whatever it is: some tests expect the ingestion to fail."""
     return client.post(f"/v1/knowledge-bases/{kb_id}/documents", json={"title": "Handbook", "text": text})
 
 
 def _kb_with_handbook(client: httpx.Client) -> str:
-    kb_id = _new_kb(client)
-    ingested = _ingest(client, kb_id)
-    assert ingested.status_code == 201, ingested.text
+    kb_id = create_kb(client, "handbook")
+    ingest(client, kb_id, title="Handbook", text=HANDBOOK)
     return kb_id
 
 
@@ -65,7 +53,7 @@ def _assert_key_not_leaked(response: httpx.Response) -> None:
 
 def test_ingest_embeds_the_chunks_through_the_embeddings_api(fake_openai: FakeOpenAI, data_dir: Path) -> None:
     with ragwatch(data_dir, fake_openai.base_url) as client:
-        kb_id = _new_kb(client)
+        kb_id = create_kb(client, "handbook")
         ingested = _ingest(client, kb_id)
 
     assert ingested.status_code == 201, ingested.text
@@ -85,7 +73,7 @@ def test_ingest_sends_many_chunks_in_batches_of_at_most_128(fake_openai: FakeOpe
     paragraphs = [f"Paragraph {n} of the long handbook explains rule number {n} in detail." for n in range(200)]
 
     with ragwatch(data_dir, fake_openai.base_url, RAGWATCH_CHUNK_SIZE="100", RAGWATCH_CHUNK_OVERLAP="0") as client:
-        ingested = _ingest(client, _new_kb(client), "\n\n".join(paragraphs))
+        ingested = _ingest(client, create_kb(client, "handbook"), "\n\n".join(paragraphs))
 
     assert ingested.status_code == 201, ingested.text
     chunks = ingested.json()["chunks"]
@@ -148,7 +136,7 @@ def test_chat_without_a_relevant_passage_answers_without_calling_the_llm(
     fake_openai: FakeOpenAI, data_dir: Path
 ) -> None:
     with ragwatch(data_dir, fake_openai.base_url) as client:
-        empty_kb = _new_kb(client)
+        empty_kb = create_kb(client, "handbook")
         handbook_kb = _kb_with_handbook(client)
         replies = [
             client.post("/v1/chat", json={"kb_id": empty_kb, "question": QUESTION}),
@@ -243,17 +231,6 @@ def _call(client: httpx.Client, target: str, kb_id: str) -> httpx.Response:
     return client.post("/v1/chat", json={"kb_id": kb_id, "question": QUESTION, "stream": target == "stream"})
 
 
-def _assert_problem(reply: httpx.Response, status: int, slug: str) -> None:
-    assert reply.status_code == status, reply.text
-    assert reply.headers["content-type"].startswith("application/problem+json")
-    problem = reply.json()
-    assert problem["type"] == PROBLEMS + slug
-    assert problem["status"] == status
-    assert problem["title"]
-    assert problem["detail"]
-    _assert_key_not_leaked(reply)
-
-
 @pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("failure", FAILURES)
 def test_a_provider_failure_is_reported_as_a_problem(
@@ -261,12 +238,12 @@ def test_a_provider_failure_is_reported_as_a_problem(
 ) -> None:
     """Ingestion fails on its embeddings call; a chat, streamed or not, on its chat completions call."""
     with ragwatch(data_dir, fake_openai.base_url, RAGWATCH_LLM_TIMEOUT_S="0.5") as client:
-        kb_id = _new_kb(client) if target == "ingest" else _kb_with_handbook(client)
+        kb_id = create_kb(client, "handbook") if target == "ingest" else _kb_with_handbook(client)
         failure.arrange(fake_openai, EMBEDDINGS if target == "ingest" else CHAT)
         reply = _call(client, target, kb_id)
         after = client.get(f"/v1/knowledge-bases/{kb_id}")
 
-    _assert_problem(reply, failure.status, failure.slug)
+    assert_problem(reply, failure.status, failure.slug, sent=API_KEY, detail=True)
     if failure.slug.endswith("rate-limited"):
         assert reply.headers["retry-after"] == "7"
     else:
@@ -295,7 +272,7 @@ def test_a_rate_limited_provider_tells_the_client_when_to_retry(
         fake_openai.fail_next(1, 429, path=CHAT, headers=sent)
         reply = client.post("/v1/chat", json={"kb_id": kb_id, "question": QUESTION})
 
-    _assert_problem(reply, 503, "llm-provider-rate-limited")
+    assert_problem(reply, 503, "llm-provider-rate-limited", sent=API_KEY, detail=True)
     assert reply.headers.get("retry-after") == relayed
 
 
@@ -304,16 +281,16 @@ def test_an_embedding_model_of_another_width_is_a_provider_error_naming_the_sett
 ) -> None:
     """Only text-embedding-3 models are asked for ``dimensions``; the fake's default width is then 1536."""
     with ragwatch(data_dir, fake_openai.base_url, RAGWATCH_EMBEDDING_MODEL="nomic-embed-text") as client:
-        refused = _ingest(client, _new_kb(client))
+        refused = _ingest(client, create_kb(client, "handbook"))
     with ragwatch(
         data_dir / "wide",
         fake_openai.base_url,
         RAGWATCH_EMBEDDING_MODEL="nomic-embed-text",
         RAGWATCH_EMBEDDING_DIMENSIONS="1536",
     ) as client:
-        accepted = _ingest(client, _new_kb(client))
+        accepted = _ingest(client, create_kb(client, "handbook"))
 
-    _assert_problem(refused, 502, "llm-provider-error")
+    assert_problem(refused, 502, "llm-provider-error", sent=API_KEY, detail=True)
     assert "RAGWATCH_EMBEDDING_DIMENSIONS" in refused.json()["detail"]
     assert accepted.status_code == 201, accepted.text
     calls = fake_openai.calls(EMBEDDINGS)
@@ -328,7 +305,7 @@ def test_an_unreachable_provider_is_reported_as_unavailable(data_dir: Path, targ
     embedder = "openai" if target == "ingest" else "hashing"
 
     with ragwatch(data_dir, closed, RAGWATCH_EMBEDDER=embedder) as client:
-        kb_id = _new_kb(client) if target == "ingest" else _kb_with_handbook(client)
+        kb_id = create_kb(client, "handbook") if target == "ingest" else _kb_with_handbook(client)
         reply = _call(client, target, kb_id)
 
-    _assert_problem(reply, 503, "llm-provider-unavailable")
+    assert_problem(reply, 503, "llm-provider-unavailable", sent=API_KEY, detail=True)

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-HANDBOOK = (
-    "Vacation policy.\n\nEvery employee gets twenty-five days of paid vacation per year. "
-    "Unused vacation days expire at the end of March of the following year.\n\n"
-    "Expense policy.\n\nTravel expenses are reimbursed within fourteen days when receipts are attached."
-)
+from tests.support import HANDBOOK
 
 
 def test_ingest_then_chat_answers_with_citations(admin: httpx.Client, kb_id: str) -> None:

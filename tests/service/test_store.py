@@ -10,37 +10,9 @@ import numpy as np
 import pytest
 
 from service.store import DocumentRecord, Store, new_id, now, sql_literal
+from tests.support import CRAFTED_IDS
 
 DIMENSIONS = 16
-CRAFTED_IDS = [
-    "",
-    " ",
-    "kb' OR tenant_id != 'x",
-    "' OR '1'='1",
-    "x' --",
-    "a'b",
-    'a"b',
-    "a;b",
-    "x; DROP TABLE chunks",
-    "%",
-    "kb_%",
-    "*",
-    "a b",
-    "a\tb",
-    "a\nb",
-    "a\x00b",
-    "ü",
-    "naïve",
-    "🙂",
-    "\\",
-    "a/b",
-    "(a)",
-    "-leading-dash",
-    "_leading_underscore",
-    ".leading-dot",
-    "x" * 65,
-    "x" * 5000,
-]
 
 
 @pytest.mark.parametrize("value", ["a", "A1", "kb_0123456789abcdef0123", "doc-1.v2", "acme", "x" * 64, "9_._-"])

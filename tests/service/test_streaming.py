@@ -15,17 +15,11 @@ import pytest
 
 from service.providers import NO_ANSWER
 from tests.fake_openai import CHAT, FAKE_MODEL, FakeOpenAI, fake_openai, openai_env
-from tests.support import auth, live_server, make_settings
+from tests.support import HANDBOOK, PROBLEM_BASE, auth, create_kb, ingest, live_server, make_settings
 
 __all__ = ["fake_openai"]  # the fixture, imported for pytest
 
-HANDBOOK = (
-    "Vacation policy.\n\nEvery employee gets twenty-five days of paid vacation per year. "
-    "Unused vacation days expire at the end of March of the following year.\n\n"
-    "Expense policy.\n\nTravel expenses are reimbursed within fourteen days when receipts are attached."
-)
 QUESTION = "How many days of paid vacation does an employee get, and when do they expire?"
-PROBLEMS = "https://ragwatch.dev/problems/"
 LONG_ANSWER = " ".join(f"word{n}" for n in range(60)) + " [1]."
 
 
@@ -75,11 +69,6 @@ def _assert_well_formed(events: list[Event]) -> tuple[str, dict[str, Any]]:
     return "".join(event.data["text"] for event in events[:-1]), done
 
 
-def _ingest(client: httpx.Client, kb_id: str) -> None:
-    created = client.post(f"/v1/knowledge-bases/{kb_id}/documents", json={"title": "Handbook", "text": HANDBOOK})
-    assert created.status_code == 201, created.text
-
-
 # --- the offline default ----------------------------------------------------------------------------------
 
 
@@ -93,7 +82,7 @@ def _ingest(client: httpx.Client, kb_id: str) -> None:
 def test_a_streamed_answer_is_the_same_answer_in_delta_events_then_one_done(
     admin: httpx.Client, kb_id: str, body: dict[str, Any], headers: dict[str, str]
 ) -> None:
-    _ingest(admin, kb_id)
+    ingest(admin, kb_id, title="Handbook", text=HANDBOOK)
     whole = admin.post("/v1/chat", json={"kb_id": kb_id, "question": QUESTION}).json()
 
     response = admin.post("/v1/chat", json={"kb_id": kb_id, "question": QUESTION, **body}, headers=headers)
@@ -113,7 +102,7 @@ def test_a_streamed_answer_is_the_same_answer_in_delta_events_then_one_done(
 def test_a_streamed_question_the_knowledge_base_does_not_cover_gets_the_fixed_answer(
     admin: httpx.Client, kb_id: str
 ) -> None:
-    _ingest(admin, kb_id)
+    ingest(admin, kb_id, title="Handbook", text=HANDBOOK)
 
     response = admin.post("/v1/chat", json={"kb_id": kb_id, "question": "Which rocket engine powers Saturn?"})
     streamed = admin.post(
@@ -131,7 +120,7 @@ def test_a_stream_that_cannot_start_is_an_ordinary_problem_response(admin: httpx
 
     assert response.status_code == 404
     assert response.headers["content-type"].startswith("application/problem+json")
-    assert response.json()["type"] == PROBLEMS + "not-found"
+    assert response.json()["type"] == PROBLEM_BASE + "not-found"
 
 
 # --- through the OpenAI-compatible provider ---------------------------------------------------------------
@@ -144,9 +133,8 @@ def ragwatch(data_dir: Path, fake: FakeOpenAI, **env: str) -> Iterator[tuple[htt
         live_server(make_settings(data_dir, **openai_env(fake.base_url, **env))) as server,
         server.client(auth()) as client,
     ):
-        created = client.post("/v1/knowledge-bases", json={"name": "handbook"})
-        kb_id = str(created.json()["id"])
-        _ingest(client, kb_id)
+        kb_id = create_kb(client, "handbook")
+        ingest(client, kb_id, title="Handbook", text=HANDBOOK)
         yield client, kb_id
 
 
@@ -222,7 +210,7 @@ def test_a_provider_failure_after_the_first_delta_ends_the_stream_with_an_error_
     assert names.count("error") == 1
     assert "done" not in names
     problem = events[-1].data
-    assert problem["type"] == PROBLEMS + slug
+    assert problem["type"] == PROBLEM_BASE + slug
     assert problem["status"] in (502, 503, 504)
     assert problem["title"]
     assert problem["detail"]
@@ -239,4 +227,4 @@ def test_a_stream_whose_first_chunk_times_out_is_a_problem_not_a_stream(
 
     assert response.status_code == 504, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
-    assert response.json()["type"] == PROBLEMS + "llm-provider-timeout"
+    assert response.json()["type"] == PROBLEM_BASE + "llm-provider-timeout"

@@ -7,7 +7,6 @@ unicode, very long ids). Every answer is a 4xx problem, never a 500, never A's d
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -16,31 +15,13 @@ import httpx
 import pytest
 
 from tests.conftest import ClientFactory
+from tests.support import CRAFTED_IDS, PROBLEM_BASE, fresh_tenant
 
 SECRET = "The vault combination is orchid-seven-lantern."
 QUESTION = "What is the vault combination?"
-CRAFTED_IDS = [
-    "kb' OR tenant_id != 'x",
-    "' OR '1'='1",
-    "x' OR 1=1 --",
-    "a'b",
-    'a"b',
-    "a;b",
-    "x; DROP TABLE chunks",
-    "%",
-    "kb_%",
-    "*",
-    "a b",
-    " leading-space",
-    "ü",
-    "naïve-kb",
-    "🙂",
-    "\\",
-    "(a)",
-    "_leading-underscore",
-    "x" * 65,
-    "y" * 5000,
-]
+NON_EMPTY_CRAFTED_IDS = [crafted for crafted in CRAFTED_IDS if crafted]
+"""Less the empty id, which reaches no lookup: as a path segment it names another route (``/v1/knowledge-bases/``
+is the list) and as an upload's form field it means "no id given"."""
 
 
 @dataclass(frozen=True)
@@ -49,10 +30,6 @@ class TenantData:
     kb_id: str
     document_id: str
     chunks: int
-
-
-def fresh_tenant() -> str:
-    return f"t{uuid.uuid4().hex[:12]}"
 
 
 def is_problem(response: httpx.Response, *statuses: int) -> bool:
@@ -122,7 +99,7 @@ def test_another_tenant_gets_404_on_every_route_for_real_ids(tenant_a: TenantDat
         response = tenant_b.request(method, url, **options)
 
         assert is_problem(response, 404), (method, url, response.status_code, response.text)
-        assert response.json()["type"] == "https://ragwatch.dev/problems/not-found"
+        assert response.json()["type"] == PROBLEM_BASE + "not-found"
         assert "orchid" not in response.text
 
     assert_intact(tenant_a)
@@ -143,7 +120,7 @@ def test_the_same_user_name_in_another_tenant_sees_nothing(tenant_a: TenantData,
     assert_intact(tenant_a)
 
 
-@pytest.mark.parametrize("crafted", CRAFTED_IDS)
+@pytest.mark.parametrize("crafted", NON_EMPTY_CRAFTED_IDS)
 def test_crafted_ids_get_a_4xx_problem_and_never_foreign_data(
     crafted: str, tenant_a: TenantData, tenant_b: httpx.Client
 ) -> None:
@@ -162,7 +139,7 @@ def test_crafted_ids_get_a_4xx_problem_and_never_foreign_data(
     assert_intact(tenant_a)
 
 
-@pytest.mark.parametrize("crafted", CRAFTED_IDS)
+@pytest.mark.parametrize("crafted", NON_EMPTY_CRAFTED_IDS)
 def test_crafted_ids_in_the_owners_own_requests_are_refused_without_harm(crafted: str, tenant_a: TenantData) -> None:
     """Even the owner cannot reach past its own rows with a crafted id, nor delete by wildcard."""
     for method, url, options in foreign_requests(crafted, crafted):
@@ -177,7 +154,7 @@ def test_crafted_ids_in_the_owners_own_requests_are_refused_without_harm(crafted
     assert_intact(tenant_a)
 
 
-@pytest.mark.parametrize("crafted", CRAFTED_IDS)
+@pytest.mark.parametrize("crafted", NON_EMPTY_CRAFTED_IDS)
 def test_a_crafted_document_id_in_the_body_is_refused_and_nothing_is_stored(crafted: str, tenant_a: TenantData) -> None:
     url = f"/v1/knowledge-bases/{tenant_a.kb_id}/documents"
 
@@ -186,7 +163,7 @@ def test_a_crafted_document_id_in_the_body_is_refused_and_nothing_is_stored(craf
 
     for response in (as_json, as_form):
         assert is_problem(response, 400, 422), (response.status_code, response.text)
-        assert response.json()["type"] == "https://ragwatch.dev/problems/invalid-request"
+        assert response.json()["type"] == PROBLEM_BASE + "invalid-request"
     assert [d["document_id"] for d in tenant_a.client.get(url).json()] == [tenant_a.document_id]
     assert_intact(tenant_a)
 
@@ -196,7 +173,7 @@ def test_a_crafted_kb_id_in_chat_is_refused_as_invalid(crafted: str, tenant_a: T
     response = tenant_a.client.post("/v1/chat", json={"kb_id": crafted, "question": QUESTION})
 
     assert is_problem(response, 400, 422), (response.status_code, response.text)
-    assert response.json()["type"] == "https://ragwatch.dev/problems/invalid-request"
+    assert response.json()["type"] == PROBLEM_BASE + "invalid-request"
     assert "orchid" not in response.text
 
 
