@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -17,12 +18,18 @@ from litestar.openapi.spec import Components, SecurityScheme
 from service import __version__
 from service.api import DocumentController, KnowledgeBaseController, chat, live, ready
 from service.api.dependencies import provide_pipeline, provide_principal
-from service.auth import Authenticator, AuthMiddleware, DevHeaderAuthenticator, JWTAuthenticator
-from service.config import Settings
+from service.api.metrics import metrics
+from service.auth import Authentication, Authenticator, DevHeaderAuthenticator, JWTAuthenticator
+from service.config import Settings, load_settings
 from service.errors import problem_details_plugin, unexpected_error_handlers
+from service.pricing import load_prices
 from service.providers import Providers, build_providers
 from service.rag import RagPipeline
 from service.store import Store
+from telemetry import Telemetry, TelemetryOptions, setup_telemetry
+from telemetry.http import server_plugin
+from telemetry.logs import configure_logging
+from telemetry.middleware import RequestTelemetryMiddleware
 
 __all__ = ["create_app"]
 
@@ -38,9 +45,41 @@ def build_authenticator(settings: Settings) -> Authenticator:
     return JWTAuthenticator(settings.auth)
 
 
-def create_app(settings: Settings, providers: Providers | None = None) -> Litestar:
-    """The app for ``settings``. ``providers`` defaults to the ones the settings choose."""
-    chosen = providers or build_providers(settings)
+def telemetry_options(settings: Settings) -> TelemetryOptions:
+    return TelemetryOptions(
+        service_version=__version__,
+        metrics_enabled=settings.telemetry.metrics_enabled,
+        capture_content=settings.telemetry.capture_content,
+        tenant_label_limit=settings.telemetry.metrics_tenant_limit,
+    )
+
+
+def serves_metrics(settings: Settings) -> bool:
+    """Whether ``/metrics`` is a route of the API (rather than disabled or on its own port)."""
+    metrics = settings.telemetry
+    return metrics.metrics_enabled and metrics.metrics_port in (None, settings.server.port)
+
+
+def app_from_environment() -> Litestar:
+    """The app as each uvicorn worker builds it when ``ragwatch serve --workers N`` runs several (metrics off)."""
+    settings = load_settings(os.environ)
+    observed = setup_telemetry(telemetry_options(settings))
+    configure_logging(observed, settings.telemetry.log_level, settings.telemetry.log_format)
+    app = create_app(settings, telemetry=observed)
+    app.on_shutdown.append(observed.shutdown)
+    return app
+
+
+def create_app(settings: Settings, providers: Providers | None = None, telemetry: Telemetry | None = None) -> Litestar:
+    """The app for ``settings``.
+
+    ``providers`` defaults to the ones the settings choose; ``telemetry`` to one built from the ``OTEL_*``
+    variables, shut down with the app (a caller that passes its own shuts it down itself).
+    """
+    owns_telemetry = telemetry is None
+    observed = telemetry or setup_telemetry(telemetry_options(settings))
+    chosen = providers or build_providers(settings, observed)
+    prices = load_prices(settings.telemetry.llm_prices_file)
 
     @asynccontextmanager
     async def resources(app: Litestar) -> AsyncIterator[None]:
@@ -49,26 +88,32 @@ def create_app(settings: Settings, providers: Providers | None = None) -> Litest
             dimensions=chosen.embedder.dimensions,
             read_consistency_s=settings.storage.read_consistency_s,
             ann_index_min_rows=settings.storage.ann_index_min_rows,
+            telemetry=observed,
         )
-        app.state.pipeline = RagPipeline(store, chosen.embedder, chosen.answerer, settings.rag)
+        app.state.pipeline = RagPipeline(
+            store, chosen.embedder, chosen.answerer, settings.rag, telemetry=observed, prices=prices
+        )
         try:
             yield
         finally:
             await store.close()
             await chosen.aclose()
+            if owns_telemetry:
+                observed.shutdown()
 
     v1 = Router(
         path="/v1",
         route_handlers=[KnowledgeBaseController, DocumentController, chat],
-        middleware=[DefineMiddleware(AuthMiddleware, authenticator=build_authenticator(settings))],
+        guards=[Authentication(build_authenticator(settings), observed)],
         dependencies={"principal": Provide(provide_principal, sync_to_thread=False)},
         security=[{"bearer": []}],
     )
     return Litestar(
-        route_handlers=[v1, live, ready],
+        route_handlers=[v1, live, ready, *([metrics] if serves_metrics(settings) else [])],
         dependencies={"pipeline": Provide(provide_pipeline, sync_to_thread=False)},
         lifespan=[resources],
-        plugins=[problem_details_plugin()],
+        plugins=[problem_details_plugin(), server_plugin(observed)],
+        middleware=[DefineMiddleware(RequestTelemetryMiddleware, telemetry=observed)],
         exception_handlers=dict(unexpected_error_handlers),
         request_max_body_size=settings.server.max_body_bytes,
         openapi_config=OpenAPIConfig(
@@ -80,6 +125,7 @@ def create_app(settings: Settings, providers: Providers | None = None) -> Litest
                 security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")}
             ),
         ),
-        state=State({"settings": settings}),
+        state=State({"settings": settings, "telemetry": observed}),
+        logging_config=None,  # logging is configured once per process, by `ragwatch serve`
         debug=False,
     )

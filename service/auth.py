@@ -19,18 +19,17 @@ import msgspec
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
-from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
-from litestar.types import ASGIApp
 
 from service.config import AuthSettings
 from service.errors import Forbidden, RagwatchError, Unauthorized
 from service.models import ID_PATTERN
+from telemetry import Telemetry, stage, update_request
 
 __all__ = [
     "ADMIN",
     "MEMBER",
-    "AuthMiddleware",
     "AuthUnavailable",
+    "Authentication",
     "Authenticator",
     "DevHeaderAuthenticator",
     "JWTAuthenticator",
@@ -206,15 +205,32 @@ class DevHeaderAuthenticator:
         return Principal(tenant_id=tenant_id, user_id=user_id, roles=frozenset(roles))
 
 
-class AuthMiddleware(AbstractAuthenticationMiddleware):
-    """Puts the caller's :class:`Principal` on ``connection.user`` for every route it wraps."""
+class Authentication:
+    """Router guard that puts the caller's :class:`Principal` on ``connection.user`` for every ``/v1`` route.
 
-    def __init__(self, app: ASGIApp, authenticator: Authenticator, **kwargs: Any) -> None:
-        super().__init__(app, **kwargs)
+    A guard rather than a middleware: guards run inside the route's exception handling, so a 401 travels back
+    through the telemetry middleware like any response (counted with its status, carrying ``traceresponse``),
+    and authentication happens before the body is read.
+    """
+
+    def __init__(self, authenticator: Authenticator, telemetry: Telemetry) -> None:
         self._authenticator = authenticator
+        self._telemetry = telemetry
+        self._method = "dev-headers" if isinstance(authenticator, DevHeaderAuthenticator) else "jwt"
 
-    async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
-        return AuthenticationResult(user=await self._authenticator.identify(connection), auth=None)
+    async def __call__(self, connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        """Identify the caller in an ``authenticate`` span (which never records the token)."""
+        with stage(self._telemetry, "authenticate", **{"rag.auth.method": self._method}) as span:
+            principal = await self._authenticator.identify(connection)
+            if span.is_recording():
+                span.set_attributes({"rag.tenant.id": principal.tenant_id, "user.id": principal.user_id})
+        connection.scope["user"] = principal
+        update_request(tenant_id=principal.tenant_id, user_id=principal.user_id)
+        self._telemetry.instruments.active_tenants.seen(principal.tenant_id)
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Authentication:
+        """Litestar copies guards per route; one authenticator (and its key cache) serves them all."""
+        return self
 
 
 def requires_admin(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:

@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the API server")
     serve.add_argument("--host", help="interface to bind (default: RAGWATCH_HOST)")
     serve.add_argument("--port", type=int, help="TCP port (default: RAGWATCH_PORT)")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (only 1 while serving /metrics)")
 
     token = commands.add_parser("token", help="print a token signed with RAGWATCH_JWT_SECRET")
     token.add_argument("--tenant", required=True)
@@ -93,19 +94,42 @@ def _run_client(settings: Settings | None, args: argparse.Namespace) -> int:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    import logging
-
     import uvicorn
 
-    from service.app import create_app
+    from service.app import create_app, telemetry_options
+    from telemetry import setup_telemetry
+    from telemetry.http import serve_metrics
+    from telemetry.logs import configure_logging
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    uvicorn.run(
-        create_app(settings),
-        host=args.host or settings.server.host,
-        port=args.port or settings.server.port,
-        log_level="info",
-    )
+    if args.workers != 1 and settings.telemetry.metrics_enabled:
+        print(
+            "ragwatch: --workers: one worker per process while it serves /metrics (its Prometheus registry is "
+            "per process); scale with replicas, or set RAGWATCH_METRICS_ENABLED=false",
+            file=sys.stderr,
+        )
+        return 2
+    host, port = args.host or settings.server.host, args.port or settings.server.port
+    telemetry = setup_telemetry(telemetry_options(settings))
+    configure_logging(telemetry, settings.telemetry.log_level, settings.telemetry.log_format)
+    metrics_port = settings.telemetry.metrics_port
+    if settings.telemetry.metrics_enabled and metrics_port not in (None, port):
+        serve_metrics(telemetry, host, metrics_port)
+    # log_config=None: uvicorn's own records go through ragwatch's handlers; the access log is ragwatch's.
+    if args.workers != 1:
+        uvicorn.run(
+            "service.app:app_from_environment",
+            factory=True,
+            host=host,
+            port=port,
+            workers=args.workers,
+            log_config=None,
+            access_log=False,
+        )
+        return 0
+    try:
+        uvicorn.run(create_app(settings, telemetry=telemetry), host=host, port=port, log_config=None, access_log=False)
+    finally:
+        telemetry.shutdown()
     return 0
 
 

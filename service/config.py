@@ -152,6 +152,25 @@ class RagSettings(msgspec.Struct, frozen=True):
     """
 
 
+class TelemetrySettings(msgspec.Struct, frozen=True):
+    metrics_enabled: bool = True
+    """Serve Prometheus metrics at ``/metrics``."""
+    metrics_port: Annotated[int, msgspec.Meta(ge=1, le=65535)] | None = None
+    """Serve ``/metrics`` on this separate port instead of the API's, so API clients need not reach it."""
+    metrics_tenant_limit: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = 100
+    """Tenants that get their own label in per-tenant metrics; later ones share the label ``other``."""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Lowest level logged."""
+    log_format: Literal["json", "text"] = "json"
+    """``json``: one JSON object per line; ``text``: a readable line for local use."""
+    capture_content: bool = False
+    """Record questions and answers on GenAI spans (they may hold personal data)."""
+    llm_prices_file: str | None = None
+    """JSON file of USD per million tokens by model, ``{"gpt-4o-mini": {"input": 0.15, "output": 0.6}}``.
+
+    It overrides the built-in table model by model; a model in neither table costs nothing."""
+
+
 class Settings(msgspec.Struct, frozen=True):
     server: ServerSettings = msgspec.field(default_factory=ServerSettings)
     auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
@@ -159,6 +178,7 @@ class Settings(msgspec.Struct, frozen=True):
     providers: ProviderSettings = msgspec.field(default_factory=ProviderSettings)
     openai: OpenAISettings = msgspec.field(default_factory=OpenAISettings)
     rag: RagSettings = msgspec.field(default_factory=RagSettings)
+    telemetry: TelemetrySettings = msgspec.field(default_factory=TelemetrySettings)
 
     @property
     def lancedb_uri(self) -> str:
@@ -183,6 +203,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         providers=_load_section("providers", ProviderSettings, environ),
         openai=_load_section("openai", OpenAISettings, environ),
         rag=_load_section("rag", RagSettings, environ),
+        telemetry=_load_section("telemetry", TelemetrySettings, environ),
     )
     _check_consistency(settings)
     return settings

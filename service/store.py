@@ -20,7 +20,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,6 +30,7 @@ import pyarrow as pa
 
 from service.models import ID_PATTERN
 from service.providers.base import Vectors
+from telemetry import Telemetry, db_query, disabled_telemetry
 
 __all__ = [
     "ChunkHit",
@@ -131,7 +132,10 @@ _HIT_COLUMNS = ["document_id", "chunk_id", "title", "text"]
 class Store:
     """All LanceDB access. One instance per process, opened once and shared by every request."""
 
-    def __init__(self, db: lancedb.AsyncConnection, kbs: Any, chunks: Any, ann_index_min_rows: int) -> None:
+    def __init__(
+        self, db: lancedb.AsyncConnection, kbs: Any, chunks: Any, ann_index_min_rows: int, telemetry: Telemetry
+    ) -> None:
+        self._telemetry = telemetry
         self._db = db
         self._kbs = kbs
         self._chunks = chunks
@@ -141,7 +145,16 @@ class Store:
         self._pinned: tuple[int, Any] | None = None
 
     @classmethod
-    async def open(cls, uri: str, dimensions: int, read_consistency_s: float, ann_index_min_rows: int) -> Store:
+    async def open(
+        cls,
+        uri: str,
+        dimensions: int,
+        read_consistency_s: float,
+        ann_index_min_rows: int,
+        *,
+        telemetry: Telemetry | None = None,
+    ) -> Store:
+        """Open (creating if needed) the tables at ``uri``; ``telemetry`` defaults to none at all."""
         db = await lancedb.connect_async(uri, read_consistency_interval=timedelta(seconds=read_consistency_s))
         kbs = await db.create_table("knowledge_bases", schema=_KB_SCHEMA, exist_ok=True)
         chunks = await db.create_table("chunks", schema=_chunk_schema(dimensions), exist_ok=True)
@@ -151,7 +164,7 @@ class Store:
                 f"RAGWATCH_EMBEDDING_DIMENSIONS: the chunks table at {uri!r} holds {width}-wide vectors, "
                 f"not {dimensions}; use another RAGWATCH_DATA_DIR or the original width"
             )
-        store = cls(db, kbs, chunks, ann_index_min_rows)
+        store = cls(db, kbs, chunks, ann_index_min_rows, telemetry or disabled_telemetry())
         await store._ensure_fts_index()
         return store
 
@@ -187,7 +200,9 @@ class Store:
     async def get_kb(self, tenant_id: str, kb_id: str) -> KnowledgeBaseRecord | None:
         if not _ID.fullmatch(kb_id):
             return None
-        rows = await self._kbs.query().where(_kb_filter(tenant_id, kb_id, column="id")).limit(1).to_list()
+        with db_query(self._telemetry, "select", "knowledge_bases") as result:
+            rows = await self._kbs.query().where(_kb_filter(tenant_id, kb_id, column="id")).limit(1).to_list()
+            result.rows = len(rows)
         return msgspec.convert(rows[0], KnowledgeBaseRecord) if rows else None
 
     async def kb_counts(self, tenant_id: str, kb_id: str) -> tuple[int, int]:
@@ -219,13 +234,15 @@ class Store:
         rows = _chunk_rows(tenant_id, kb_id, document, chunk_texts, vectors, schema=await self._chunks.schema())
         for attempt in range(1, _WRITE_ATTEMPTS + 1):
             try:
-                await (
-                    self._chunks.merge_insert("chunk_id")
-                    .when_matched_update_all()
-                    .when_not_matched_insert_all()
-                    .when_not_matched_by_source_delete(scope)
-                    .execute(rows)
-                )
+                with db_query(self._telemetry, "merge_insert", "chunks") as result:
+                    await (
+                        self._chunks.merge_insert("chunk_id")
+                        .when_matched_update_all()
+                        .when_not_matched_insert_all()
+                        .when_not_matched_by_source_delete(scope)
+                        .execute(rows)
+                    )
+                    result.rows = rows.num_rows
                 break
             except RuntimeError as exc:  # lance reports commit conflicts as RuntimeError
                 if attempt == _WRITE_ATTEMPTS or "conflict" not in str(exc).lower():
@@ -277,10 +294,17 @@ class Store:
         """
         chunks_table = await self._snapshot()
         vector_hits, text_hits = await asyncio.gather(
-            _vector_search(chunks_table, tenant_id, kb_id, vector, k),
-            _text_search(chunks_table, tenant_id, kb_id, query, k),
+            self._query("vector_search", _vector_search(chunks_table, tenant_id, kb_id, vector, k), k),
+            self._query("full_text_search", _text_search(chunks_table, tenant_id, kb_id, query, k), k),
         )
         return vector_hits, text_hits
+
+    async def _query(self, operation: str, query: Awaitable[list[ChunkHit]], k: int) -> list[ChunkHit]:
+        """Run ``query`` inside its database span, so the span times the query's execution."""
+        with db_query(self._telemetry, operation, "chunks", top_k=k) as result:
+            hits = await query
+            result.rows = len(hits)
+        return hits
 
     async def _snapshot(self) -> Any:
         """A read-only handle on the chunks table pinned to its current version (reused until the next write)."""

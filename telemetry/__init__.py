@@ -1,13 +1,31 @@
 """Telemetry for ragwatch: the only package that talks to OpenTelemetry.
 
-``service/`` calls the helpers here and never configures the SDK itself.
+``service/`` builds a :class:`Telemetry` with :func:`setup_telemetry` and calls the helpers here; it never
+configures the SDK itself.
 """
 
 from __future__ import annotations
 
 from opentelemetry import trace
 
-__all__ = ["current_trace_id"]
+from telemetry.context import update_request
+from telemetry.instruments import Instruments
+from telemetry.setup import Telemetry, TelemetryOptions, disabled_telemetry, setup_telemetry
+from telemetry.spans import GenAICall, db_query, genai_call, stage
+
+__all__ = [
+    "GenAICall",
+    "Instruments",
+    "Telemetry",
+    "TelemetryOptions",
+    "current_trace_id",
+    "db_query",
+    "disabled_telemetry",
+    "genai_call",
+    "setup_telemetry",
+    "stage",
+    "update_request",
+]
 
 
 def current_trace_id() -> str:

@@ -34,6 +34,8 @@ def test_the_readme_states_each_settings_default() -> None:
     for name, default in _settings_in_code().items():
         if default is None:
             assert table[name] == "—", name
+        elif isinstance(default, bool):
+            assert table[name] == f"`{str(default).lower()}`", name
         elif isinstance(default, tuple):
             assert table[name] == f"`{','.join(default)}`", name
         elif isinstance(default, float) and default.is_integer():

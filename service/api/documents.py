@@ -26,6 +26,7 @@ from service.models import (
 )
 from service.rag import NewDocument, RagPipeline
 from service.store import DocumentRecord
+from telemetry import stage
 
 __all__ = ["DocumentController"]
 
@@ -163,7 +164,8 @@ class DocumentController(Controller):
         principal: NamedDependency[Principal],
         pipeline: NamedDependency[RagPipeline],
     ) -> DocumentCreated:
-        document = await read_new_document(request)
+        with stage(pipeline.telemetry, "ingest.parse"):
+            document = await read_new_document(request)
         return await pipeline.ingest(principal, kb_id, document)
 
     @get(summary="List a knowledge base's documents", responses=_ERRORS)

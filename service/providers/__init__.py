@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
 from service.config import Settings
 from service.providers.base import Answer, Answerer, AnswerStream, Embedder, Passage
 from service.providers.offline import NO_ANSWER, ExtractiveAnswerer, HashingEmbedder
 from service.providers.openai import OpenAIAnswerer, OpenAIEmbedder
+from telemetry import Telemetry
+from telemetry.http import instrument_http_client
 
 __all__ = [
     "NO_ANSWER",
@@ -35,9 +37,10 @@ class Providers:
             await self.client.close()
 
 
-def build_providers(settings: Settings) -> Providers:
+def build_providers(settings: Settings, telemetry: Telemetry | None = None) -> Providers:
+    """The providers the settings choose; with ``telemetry``, calls to an OpenAI-compatible API are traced."""
     chosen = settings.providers
-    client = _openai_client(settings) if "openai" in (chosen.embedder, chosen.llm) else None
+    client = _openai_client(settings, telemetry) if "openai" in (chosen.embedder, chosen.llm) else None
     embedder: Embedder = (
         OpenAIEmbedder(client, chosen.embedding_model, chosen.embedding_dimensions)
         if client is not None and chosen.embedder == "openai"
@@ -51,9 +54,13 @@ def build_providers(settings: Settings) -> Providers:
     return Providers(embedder=embedder, answerer=answerer, client=client)
 
 
-def _openai_client(settings: Settings) -> AsyncOpenAI:
+def _openai_client(settings: Settings, telemetry: Telemetry | None) -> AsyncOpenAI:
     key = settings.openai.api_key
+    http_client = DefaultAsyncHttpxClient()
+    if telemetry is not None:
+        instrument_http_client(http_client, telemetry)
     return AsyncOpenAI(
+        http_client=http_client,
         # Local servers (Ollama, vLLM) accept any key, but the client insists on one.
         api_key=key.reveal() if key is not None else "unused",
         base_url=settings.openai.base_url,

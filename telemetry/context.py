@@ -1,0 +1,49 @@
+"""The current request's context, read by log records and filled in as the request is understood."""
+
+from __future__ import annotations
+
+from contextvars import ContextVar, Token
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry.trace import Span
+
+__all__ = ["RequestContext", "current_request", "enter_request", "leave_request", "update_request"]
+
+
+@dataclass
+class RequestContext:
+    method: str
+    route: str
+    server_span: Span | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+    """``tenant_id``, ``user_id``, ``kb_id``, ``question_length``, ``cache``… as they become known."""
+
+
+_current: ContextVar[RequestContext | None] = ContextVar("ragwatch_request", default=None)
+
+
+def enter_request(context: RequestContext) -> Token[RequestContext | None]:
+    return _current.set(context)
+
+
+def leave_request(token: Token[RequestContext | None]) -> None:
+    _current.reset(token)
+
+
+def current_request() -> RequestContext | None:
+    return _current.get()
+
+
+def update_request(**fields: Any) -> None:
+    """Add fields to the request's log context, and the tenant and knowledge base to its server span."""
+    context = _current.get()
+    if context is None:
+        return
+    context.fields.update(fields)
+    span = context.server_span
+    if span is not None and span.is_recording():
+        if "tenant_id" in fields:
+            span.set_attribute("rag.tenant.id", fields["tenant_id"])
+        if "kb_id" in fields:
+            span.set_attribute("rag.kb.id", fields["kb_id"])

@@ -1,0 +1,131 @@
+"""Every metric ragwatch records, created once per meter provider. ``docs/metrics.md`` is their catalogue.
+
+Names become Prometheus names by the exporter's rules: dots turn into underscores, a counter gains
+``_total`` and a unit of seconds gains ``_seconds`` (``rag_request_duration`` → ``rag_request_duration_seconds``).
+Units in braces (``{token}``, ``{USD}``) are annotations and add no suffix.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+
+__all__ = ["Instruments", "TenantLabels"]
+
+# Milliseconds to a second: cache lookups, vector and full-text queries.
+FAST_BUCKETS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]
+# A request or an LLM call: tens of milliseconds to a minute and a half (the GenAI semantic conventions' buckets).
+SLOW_BUCKETS_S = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92]
+TOKEN_BUCKETS = [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304]
+COUNT_BUCKETS = [0, 1, 2, 3, 5, 10, 20, 50, 100]
+ACTIVE_WINDOW_S = 300.0
+
+
+class TenantLabels:
+    """Bounds the tenant label: the first ``limit`` tenants a process sees keep their id, later ones are ``other``.
+
+    A Prometheus series per tenant is what operators want for their biggest customers, but an unbounded label
+    lets one client with many tenants grow the registry without limit.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._known: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, tenant_id: str) -> str:
+        if tenant_id in self._known:
+            return tenant_id
+        with self._lock:
+            if len(self._known) < self._limit:
+                self._known.add(tenant_id)
+                return tenant_id
+        return "other"
+
+
+class ActiveTenants:
+    """Distinct tenants seen in the last five minutes by this process."""
+
+    def __init__(self) -> None:
+        self._last_seen: dict[str, float] = {}
+
+    def seen(self, tenant_id: str) -> None:
+        self._last_seen[tenant_id] = time.monotonic()
+
+    def observe(self, _: CallbackOptions) -> Iterable[Observation]:
+        horizon = time.monotonic() - ACTIVE_WINDOW_S
+        for tenant_id, seen_at in list(self._last_seen.items()):
+            if seen_at < horizon:
+                self._last_seen.pop(tenant_id, None)
+        yield Observation(len(self._last_seen))
+
+
+class Instruments:
+    def __init__(self, meter: Meter, tenant_label_limit: int) -> None:
+        self.tenant_label = TenantLabels(tenant_label_limit)
+        self.active_tenants = ActiveTenants()
+        # --- the enterprise guide's names -------------------------------------------------------------------
+        self.requests = meter.create_counter("rag_requests", description="HTTP requests by route and status")
+        self.request_duration = meter.create_histogram(
+            "rag_request_duration",
+            unit="s",
+            description="HTTP request duration by route",
+            explicit_bucket_boundaries_advisory=SLOW_BUCKETS_S,
+        )
+        self.llm_calls = meter.create_counter("rag_llm_calls", description="LLM provider calls by outcome")
+        self.llm_cost = meter.create_counter("rag_llm_cost", unit="{USD}", description="LLM spend in US dollars")
+        self.vector_db_queries = meter.create_counter(
+            "rag_vector_db_queries", description="LanceDB queries by operation and outcome"
+        )
+        meter.create_observable_gauge(
+            "rag_active_tenants", callbacks=[self.active_tenants.observe], description="Tenants seen in 5 minutes"
+        )
+        # --- OpenTelemetry semantic conventions -------------------------------------------------------------
+        self.token_usage = meter.create_histogram(
+            "gen_ai.client.token.usage",
+            unit="{token}",
+            description="Tokens used per LLM call, by token type",
+            explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
+        )
+        self.operation_duration = meter.create_histogram(
+            "gen_ai.client.operation.duration",
+            unit="s",
+            description="Duration of an LLM call",
+            explicit_bucket_boundaries_advisory=SLOW_BUCKETS_S,
+        )
+        # --- ragwatch ----------------------------------------------------------------------------------------
+        self.time_to_first_token = meter.create_histogram(
+            "rag.llm.time_to_first_token",
+            unit="s",
+            description="Time from the request to the first streamed answer token",
+            explicit_bucket_boundaries_advisory=SLOW_BUCKETS_S,
+        )
+        self.retrieval_duration = meter.create_histogram(
+            "rag.retrieval.duration",
+            unit="s",
+            description="Hybrid retrieval (embed, search, fuse) duration",
+            explicit_bucket_boundaries_advisory=FAST_BUCKETS_S,
+        )
+        self.retrieval_results = meter.create_histogram(
+            "rag.retrieval.results",
+            unit="{chunk}",
+            description="Passages a retrieval returned",
+            explicit_bucket_boundaries_advisory=COUNT_BUCKETS,
+        )
+        self.ingested_documents = meter.create_counter("rag.ingest.documents", description="Documents ingested")
+        self.ingested_chunks = meter.create_counter("rag.ingest.chunks", description="Chunks written")
+        self.ingested_bytes = meter.create_counter("rag.ingest.bytes", description="Document bytes ingested")
+        self.tenant_cost = meter.create_counter(
+            "rag.tenant.llm_cost", unit="{USD}", description="LLM spend per tenant (bounded tenant label)"
+        )
+        self.tenant_tokens = meter.create_counter(
+            "rag.tenant.tokens", unit="{token}", description="LLM tokens per tenant (bounded tenant label)"
+        )
+        self.export_failures = meter.create_counter(
+            "rag.telemetry.export_failures",
+            unit="{item}",
+            description="Spans, metric points and log records that could not be exported",
+        )
