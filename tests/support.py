@@ -21,6 +21,7 @@ from service.app import create_app
 from service.auth import mint_token
 from service.config import Settings, load_settings
 from service.providers import Providers
+from telemetry import Telemetry
 
 JWT_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 PROBLEM_BASE = "https://ragwatch.dev/problems/"
@@ -92,12 +93,13 @@ def auth(tenant: str = "acme", user: str = "alice", roles: tuple[str, ...] = ("a
 class LiveServer:
     """The real app served by uvicorn on a free port, in a thread of the test process."""
 
-    def __init__(self, settings: Settings, providers: Providers | None = None) -> None:
+    def __init__(
+        self, settings: Settings, providers: Providers | None = None, telemetry: Telemetry | None = None
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(
-            create_app(settings, providers), host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
-        )
+        app = create_app(settings, providers, telemetry)
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
@@ -119,8 +121,11 @@ class LiveServer:
 
 
 @contextmanager
-def live_server(settings: Settings, providers: Providers | None = None) -> Iterator[LiveServer]:
-    server = LiveServer(settings, providers).start()
+def live_server(
+    settings: Settings, providers: Providers | None = None, telemetry: Telemetry | None = None
+) -> Iterator[LiveServer]:
+    """A running server; ``telemetry`` (for in-memory exporters) stays the caller's to shut down."""
+    server = LiveServer(settings, providers, telemetry).start()
     try:
         yield server
     finally:
