@@ -58,7 +58,7 @@ class RequestTelemetryMiddleware:
         try:
             await self.app(scope, receive, send_with_trace)
         except Exception as exc:  # answered by an outer exception handler: count it with its own status
-            status = int(getattr(exc, "status_code", None) or getattr(exc, "status", 500))
+            status = getattr(exc, "status_code", 0) or getattr(exc, "status", 500)
             raise
         finally:
             elapsed = time.perf_counter() - started
