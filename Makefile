@@ -21,7 +21,7 @@ run: $(STAMP)
 	@mkdir -p $(DATA_DIR)
 	@test -s $(DATA_DIR)/dev-jwt-secret || $(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(48))' > $(DATA_DIR)/dev-jwt-secret
 	@chmod 600 $(DATA_DIR)/dev-jwt-secret
-	@export RAGWATCH_DATA_DIR=$(DATA_DIR) RAGWATCH_JWT_SECRET_FILE=$(DATA_DIR)/dev-jwt-secret; \
+	@export RAGWATCH_DATA_DIR=$(DATA_DIR) RAGWATCH_JWT_SECRET_FILE=$(DATA_DIR)/dev-jwt-secret RAGWATCH_LOG_FORMAT=$${RAGWATCH_LOG_FORMAT:-text}; \
 	  token=$$($(BIN)/ragwatch token --tenant demo --user dev --role admin --role member --ttl 12h) || exit 1; \
 	  echo "ragwatch (dev) on http://127.0.0.1:$(PORT)   JWT secret: $(DATA_DIR)/dev-jwt-secret"; \
 	  echo "An admin token for tenant 'demo', valid 12h:"; \

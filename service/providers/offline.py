@@ -71,6 +71,36 @@ def _terms(text: str) -> list[str]:
     return [w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w for w in words]
 
 
+_BLOCK_START = re.compile(r"^\s*(?:[-*+]\s|\d+[.)]\s|#|\||>)")
+
+
+def _lines_of_thought(text: str) -> list[str]:
+    """A passage's logical lines: hard-wrapped prose lines are joined back, while list items, headings, table
+    rows and every line of a code block stand alone; code fences themselves are dropped."""
+    units: list[str] = []
+    in_code = joinable = False
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("```"):
+            in_code, joinable = not in_code, False
+            continue
+        if not stripped:
+            joinable = False
+        elif joinable and not in_code and not _BLOCK_START.match(line):
+            units[-1] += " " + stripped
+        else:
+            units.append(stripped)
+            joinable = not in_code
+    return units
+
+
+def _sentences(text: str) -> list[str]:
+    """Candidate answer sentences: fragments under three words carry no answer."""
+    return [
+        sentence for unit in _lines_of_thought(text) for sentence in split_sentences(unit) if len(sentence.split()) >= 3
+    ]
+
+
 class HashingEmbedder:
     """Signed feature hashing of word unigrams and bigrams: deterministic across processes and machines.
 
@@ -145,10 +175,10 @@ class ExtractiveAnswerer:
         wanted = set(_terms(question)) - _STOPWORDS
         scored: list[tuple[float, int, int, str]] = []
         for number, passage in enumerate(passages, start=1):
-            for position, sentence in enumerate(split_sentences(passage.text)):
+            for position, sentence in enumerate(_sentences(passage.text)):
                 overlap = len(wanted & set(_terms(sentence)))
                 if overlap:
-                    score = overlap / (1 + len(sentence) / 400) + passage.score * 0.1
+                    score = overlap / (1 + len(sentence) / 200) + passage.score * 0.1
                     scored.append((score, number, position, sentence))
         if not scored:
             return NO_ANSWER
