@@ -153,3 +153,18 @@ async def test_extractive_stream_deltas_join_to_the_full_answer() -> None:
     assert len(deltas) > 3
     assert "".join(deltas) == whole.text
     assert stream.result == whole
+
+
+async def test_extractive_answer_rejoins_hard_wrapped_prose_and_keeps_list_items_and_code_lines_apart() -> None:
+    markdown = (
+        "Secrets can be handed to the service\nas files that hold them, never as plain values.\n\n"
+        "- secrets rotate every ninety days\n- unrelated list item\n\n"
+        "```sh\nmount secrets read-only  # in the container\n```"
+    )
+
+    answer = await ExtractiveAnswerer().answer("How are secrets handed over?", [_passage(1, markdown)])
+
+    assert "Secrets can be handed to the service as files that hold them, never as plain values. [1]" in answer.text
+    assert "- secrets rotate every ninety days [1]" in answer.text
+    assert "```" not in answer.text
+    assert "unrelated list item" not in answer.text
