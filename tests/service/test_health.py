@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -49,13 +48,16 @@ def wait_for_status(client: httpx.Client, path: str, status: int, timeout_s: flo
 
 @pytest.mark.parametrize("broken", ["lancedb", "lancedb/chunks.lance", "lancedb/knowledge_bases.lance"])
 def test_readiness_turns_503_with_detail_when_lancedb_cannot_be_read(data_dir: Path, broken: str) -> None:
-    """Delete LanceDB (or one of its tables) under a running server: readiness fails on lancedb only."""
+    """Take LanceDB (or one of its tables) away under a running server: readiness fails on lancedb only.
+
+    Moved away rather than deleted: a background index maintenance may still be writing into it.
+    """
     with live_server(make_settings(data_dir)) as server, server.client(auth()) as client:
         kb_id = client.post("/v1/knowledge-bases", json={"name": "kb"}).json()["id"]
         client.post(f"/v1/knowledge-bases/{kb_id}/documents", json={"title": "t", "text": "Some text."})
         assert client.get("/health/ready").status_code == 200
 
-        shutil.rmtree(data_dir / broken)
+        (data_dir / broken).rename(data_dir / "taken-away")
         response = wait_for_status(client, "/health/ready", 503)
 
         assert response.status_code == 503, response.text
