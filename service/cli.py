@@ -94,13 +94,6 @@ def _run_client(settings: Settings | None, args: argparse.Namespace) -> int:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from service.app import create_app, telemetry_options
-    from telemetry import setup_telemetry
-    from telemetry.http import serve_metrics
-    from telemetry.logs import configure_logging
-
     if args.workers != 1 and settings.telemetry.metrics_enabled:
         print(
             "ragwatch: --workers: one worker per process while it serves /metrics (its Prometheus registry is "
@@ -108,12 +101,14 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    import uvicorn
+
+    from service.app import create_app, telemetry_options
+    from telemetry import setup_telemetry
+    from telemetry.http import serve_metrics
+    from telemetry.logs import configure_logging
+
     host, port = args.host or settings.server.host, args.port or settings.server.port
-    telemetry = setup_telemetry(telemetry_options(settings))
-    configure_logging(telemetry, settings.telemetry.log_level, settings.telemetry.log_format)
-    metrics_port = settings.telemetry.metrics_port
-    if settings.telemetry.metrics_enabled and metrics_port not in (None, port):
-        serve_metrics(telemetry, host, metrics_port)
     # log_config=None: uvicorn's own records go through ragwatch's handlers; the access log is ragwatch's.
     if args.workers != 1:
         uvicorn.run(
@@ -126,10 +121,16 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             access_log=False,
         )
         return 0
-    try:
-        uvicorn.run(create_app(settings, telemetry=telemetry), host=host, port=port, log_config=None, access_log=False)
-    finally:
-        telemetry.shutdown()
+    telemetry = setup_telemetry(telemetry_options(settings))
+    configure_logging(telemetry, settings.telemetry.log_level, settings.telemetry.log_format)
+    metrics_port = settings.telemetry.metrics_port
+    if settings.telemetry.metrics_enabled and metrics_port not in (None, port):
+        serve_metrics(telemetry, host, metrics_port)
+    app = create_app(settings, telemetry=telemetry)
+    # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, so a `finally` here would never run:
+    # what is still queued is flushed by the app's shutdown hook.
+    app.on_shutdown.append(telemetry.shutdown)
+    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
     return 0
 
 

@@ -93,10 +93,15 @@ class RagPipeline:
     # --- knowledge bases ---------------------------------------------------------------------------------
 
     async def knowledge_base(self, principal: Principal, kb_id: str) -> KnowledgeBaseRecord:
-        """The caller's knowledge base; a foreign id is as unknown as a missing one."""
+        """The caller's knowledge base; a foreign id is as unknown as a missing one.
+
+        Once found, its id joins the request's log context and server span (``rag.kb.id``) on every route
+        that works within a knowledge base.
+        """
         record = await self.store.get_kb(principal.tenant_id, kb_id)
         if record is None:
             raise NotFound(f"No knowledge base {kb_id!r} in this tenant.")
+        update_request(kb_id=record.id)
         return record
 
     async def _searchable(self, principal: Principal, kb_id: str) -> KnowledgeBaseRecord:

@@ -1,4 +1,5 @@
-"""Exporter wrappers that count what could not be exported, so a dead collector shows up in ``/metrics``."""
+"""Exporter wrappers that count what could not be exported, so a dead collector shows up in ``/metrics``, and a
+log processor that keeps the exporters' own complaints out of the OTLP log pipeline."""
 
 from __future__ import annotations
 
@@ -6,13 +7,19 @@ from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry.metrics import Counter
-from opentelemetry.sdk._logs import ReadableLogRecord
+from opentelemetry.sdk._logs import LogRecordProcessor, ReadableLogRecord, ReadWriteLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-__all__ = ["CountingLogExporter", "CountingMetricExporter", "CountingSpanExporter", "FailureCounter"]
+__all__ = [
+    "CountingLogExporter",
+    "CountingMetricExporter",
+    "CountingSpanExporter",
+    "FailureCounter",
+    "WithoutTelemetryDiagnostics",
+]
 
 
 class FailureCounter:
@@ -96,4 +103,28 @@ class CountingMetricExporter(MetricExporter):
         self._inner.shutdown(timeout_millis=timeout_millis, **kwargs)
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+
+class WithoutTelemetryDiagnostics(LogRecordProcessor):
+    """Passes on every log record but those of OpenTelemetry's own loggers (``opentelemetry.*``).
+
+    When the collector is down, each failed export logs a warning; sent over OTLP, that warning is one more
+    record to export, which fails and logs again: the log pipeline would never drain, and a shutdown would
+    spend its whole deadline on it. These records still reach stdout, where an operator sees them.
+    """
+
+    def __init__(self, inner: LogRecordProcessor) -> None:
+        self._inner = inner
+
+    def on_emit(self, log_record: ReadWriteLogRecord) -> None:
+        scope = log_record.instrumentation_scope
+        if scope is not None and (scope.name == "opentelemetry" or scope.name.startswith("opentelemetry.")):
+            return
+        self._inner.on_emit(log_record)
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self._inner.force_flush(timeout_millis)

@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx2
 from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
+from litestar.utils import normalize_path
 from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest, start_http_server
 
@@ -17,16 +18,53 @@ __all__ = ["METRICS_CONTENT_TYPE", "instrument_http_client", "metrics_payload", 
 METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
+def route_template(scope: Any) -> str | None:
+    """The template of the route ``scope`` goes to (``/v1/knowledge-bases/{kb_id}``), or ``None`` for no route.
+
+    The OpenTelemetry middleware wraps Litestar's router, so it runs before routing has set
+    ``scope["path_template"]``: the template is looked up the way the router is about to (its cached lookup).
+    """
+    template = scope.get("path_template")
+    if template:
+        return str(template)
+    app = scope.get("litestar_app")
+    if app is None:
+        return None
+    path = scope.get("path", "")
+    if root_path := scope.get("root_path", ""):
+        path = path.split(root_path, maxsplit=1)[-1]
+    try:
+        *_, template = app.asgi_router.handle_routing(path=normalize_path(path), method=scope.get("method"))
+    except Exception:  # no such route (404) or method (405): the router answers that itself
+        return None
+    return str(template) if template else None
+
+
 def _route_span_details(scope: Any) -> tuple[str, dict[str, str]]:
-    """Name the server span by route template: Litestar's middleware runs after routing, so it is known."""
-    route = scope.get("path_template") or scope.get("path", "")
-    return f"{scope.get('method', '')} {route}".strip(), {"http.route": route}
+    """Name the server span ``{method} {route template}``, never by the raw path with its ids.
+
+    A request that matches no route is named by its method alone, without ``http.route`` (semantic conventions).
+    """
+    method = scope.get("method", "")
+    route = route_template(scope)
+    if route is None:
+        return method or "HTTP", {}
+    return f"{method} {route}".strip(), {"http.route": route}
+
+
+def _stable_http_semantic_conventions() -> None:
+    """Ask the HTTP instrumentations for the stable semantic conventions (``http.server.request.duration``…).
+
+    They read the variable once per process, when the first of them is created, so every entry point that
+    creates one sets it first: otherwise whichever is created first (the LLM client's, with
+    ``RAGWATCH_LLM=openai``) would fix the old names (``http.server.duration``, in milliseconds) for all.
+    """
+    os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
 
 
 def server_plugin(telemetry: Telemetry) -> OpenTelemetryPlugin:
     """Server spans (honouring W3C ``traceparent``, ``tracestate`` and baggage) and ``http.server.request.duration``."""
-    # The ASGI instrumentation emits the stable HTTP semantic conventions only when asked.
-    os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
+    _stable_http_semantic_conventions()
     return OpenTelemetryPlugin(
         OpenTelemetryConfig(
             tracer_provider=telemetry.tracer_provider,
@@ -44,6 +82,7 @@ def instrument_http_client(client: httpx2.AsyncClient, telemetry: Telemetry) -> 
     The ``openai`` client sends its requests with ``httpx2``, hence that instrumentor.
     """
     if telemetry.enabled:
+        _stable_http_semantic_conventions()
         HTTPX2ClientInstrumentor.instrument_client(
             client,  # type: ignore[arg-type]  # its signature names httpx's classes, yet it wraps httpx2's
             tracer_provider=telemetry.tracer_provider,

@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+import traceback
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import msgspec
-from opentelemetry import trace
-from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+from opentelemetry import context, trace
+from opentelemetry._logs import Logger, LogRecord, SeverityNumber
+from opentelemetry._logs import LoggerProvider as ApiLoggerProvider
+from opentelemetry.sdk._logs import LoggerProvider
 
 from telemetry.context import current_request
 from telemetry.setup import Telemetry
 
-__all__ = ["JsonFormatter", "RequestContextFilter", "TextFormatter", "configure_logging"]
+__all__ = ["JsonFormatter", "OpenTelemetryHandler", "RequestContextFilter", "TextFormatter", "configure_logging"]
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=`` and is logged as a field.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
@@ -70,18 +74,88 @@ class TextFormatter(logging.Formatter):
         return text + ("\n" + self.formatException(record.exc_info) if record.exc_info else "")
 
 
+# Python levels to OpenTelemetry severities (the log data model's table), and the severity texts it displays.
+_SEVERITIES = (
+    (logging.CRITICAL, SeverityNumber.FATAL, "FATAL"),
+    (logging.ERROR, SeverityNumber.ERROR, "ERROR"),
+    (logging.WARNING, SeverityNumber.WARN, "WARN"),
+    (logging.INFO, SeverityNumber.INFO, "INFO"),
+    (logging.DEBUG, SeverityNumber.DEBUG, "DEBUG"),
+)
+_SCALARS = (str, bool, int, float)
+
+
+def _severity(record: logging.LogRecord) -> tuple[SeverityNumber, str]:
+    for level, number, text in _SEVERITIES:
+        if record.levelno >= level:
+            return number, text
+    return SeverityNumber.TRACE, "TRACE"
+
+
+def _attribute(value: Any) -> Any:
+    """An OpenTelemetry attribute value: scalars and lists of one scalar type as they are, anything else as text."""
+    if isinstance(value, _SCALARS):
+        return value
+    homogeneous = isinstance(value, list | tuple) and value and all(type(item) is type(value[0]) for item in value)
+    return list(value) if homogeneous and isinstance(value[0], _SCALARS) else str(value)
+
+
+class OpenTelemetryHandler(logging.Handler):
+    """Emits each record as an OpenTelemetry log record, in the active trace context (exported over OTLP).
+
+    The body is the message; the attributes are the record's fields (``extra=`` and the request context),
+    where it was logged (``code.*``) and, with ``exc_info``, the ``exception.*`` attributes. Records of the
+    OpenTelemetry SDK itself (an exporter that fails) stay on stdout: exporting them through the pipeline that
+    fails would feed the failure back into itself. (The SDK's own ``LoggingHandler`` is deprecated.)
+    """
+
+    def __init__(self, logger_provider: ApiLoggerProvider) -> None:
+        super().__init__()
+        self._provider = logger_provider
+
+    def _logger(self, name: str) -> Logger:
+        return self._provider.get_logger(name)  # the SDK caches one per name
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name == "opentelemetry" or record.name.startswith("opentelemetry."):
+            return
+        try:
+            attributes = {name: _attribute(value) for name, value in _fields(record).items()}
+            attributes["code.file.path"] = record.pathname
+            attributes["code.function.name"] = record.funcName
+            attributes["code.line.number"] = record.lineno
+            if record.exc_info and record.exc_info[0] is not None:
+                kind, error, _ = record.exc_info
+                module = "" if kind.__module__ == "builtins" else f"{kind.__module__}."
+                attributes["exception.type"] = module + kind.__qualname__  # as span exception events name it
+                attributes["exception.message"] = str(error)
+                attributes["exception.stacktrace"] = "".join(traceback.format_exception(*record.exc_info))
+            number, text = _severity(record)
+            self._logger(record.name).emit(
+                LogRecord(
+                    timestamp=int(record.created * 1e9),
+                    observed_timestamp=time.time_ns(),
+                    context=context.get_current(),
+                    severity_number=number,
+                    severity_text=text,
+                    body=record.getMessage(),
+                    attributes=attributes,
+                )
+            )
+        except Exception:
+            self.handleError(record)
+
+
 def configure_logging(telemetry: Telemetry, level: str, log_format: Literal["json", "text"]) -> None:
     """Route the root logger to stdout (and to OTLP when the SDK exports logs); replaces earlier handlers."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
-        if isinstance(handler, LoggingHandler):
-            handler.flush()
     stdout = logging.StreamHandler(sys.stdout)
     stdout.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     handlers: list[logging.Handler] = [stdout]
     if isinstance(telemetry.logger_provider, LoggerProvider):
-        handlers.append(LoggingHandler(logger_provider=telemetry.logger_provider))
+        handlers.append(OpenTelemetryHandler(telemetry.logger_provider))
     context_filter = RequestContextFilter()
     for handler in handlers:
         handler.addFilter(context_filter)

@@ -3,19 +3,27 @@
 - ``OTEL_SDK_DISABLED=true``: no-op providers; the service works the same, untraced, and ``/metrics`` is empty.
 - No ``OTEL_EXPORTER_OTLP_ENDPOINT`` (nor a per-signal one): nothing leaves the process; metrics are still
   served at ``/metrics``.
-- Otherwise traces, metrics and logs go over OTLP (``OTEL_EXPORTER_OTLP_PROTOCOL``: ``grpc`` or
-  ``http/protobuf``), with ``OTEL_EXPORTER_OTLP_HEADERS``; the exporters read those variables themselves.
+- Otherwise each signal with an endpoint (``OTEL_EXPORTER_OTLP_ENDPOINT``, or its own
+  ``OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_ENDPOINT``) goes over OTLP (``OTEL_EXPORTER_OTLP_PROTOCOL`` or
+  its per-signal variant: ``grpc`` or ``http/protobuf``). The endpoints, protocols and export timeouts are read
+  from the ``environ`` given to :func:`setup_telemetry`; headers, compression and certificates are read by the
+  exporters themselves from the process environment.
 
-Telemetry never becomes the service's failure: span and log queues are bounded (items beyond them are dropped
-and counted), exports time out quickly, and shutdown flushes within a deadline.
+Telemetry never becomes the service's failure: span and log queues are bounded (``OTEL_BSP_MAX_QUEUE_SIZE``,
+``OTEL_BLRP_MAX_QUEUE_SIZE``, 2048 by default; items beyond them are dropped, oldest first), each export gives
+up after ``OTEL_EXPORTER_OTLP_TIMEOUT`` seconds (5 by default) counting what it could not deliver in
+``rag.telemetry.export_failures``, and :meth:`Telemetry.shutdown` returns within its deadline whatever the
+collector does.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from opentelemetry import metrics, trace
@@ -37,15 +45,22 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from prometheus_client import CollectorRegistry
 
-from telemetry.exporters import CountingLogExporter, CountingMetricExporter, CountingSpanExporter, FailureCounter
+from telemetry.exporters import (
+    CountingLogExporter,
+    CountingMetricExporter,
+    CountingSpanExporter,
+    FailureCounter,
+    WithoutTelemetryDiagnostics,
+)
 from telemetry.instruments import Instruments
 
 __all__ = ["Telemetry", "TelemetryOptions", "disabled_telemetry", "setup_telemetry"]
 
 logger = logging.getLogger("ragwatch.telemetry")
 SCOPE = "ragwatch"
-_QUEUE_SIZE = 4096
-_EXPORT_TIMEOUT_MS = 5000
+SIGNALS = ("traces", "metrics", "logs")
+DEFAULT_EXPORT_TIMEOUT_S = 5.0
+"""Seconds an OTLP export may take, retries included, unless ``OTEL_EXPORTER_OTLP_TIMEOUT`` says otherwise."""
 
 
 @dataclass(frozen=True)
@@ -73,7 +88,10 @@ class Telemetry:
     registry: CollectorRegistry | None
     capture_content: bool
     shutdown_timeout_s: float
+    otlp_signals: frozenset[str] = frozenset()
+    """The signals exported over OTLP (``traces``, ``metrics``, ``logs``); empty when nothing leaves the process."""
     tracer: trace.Tracer = field(init=False)
+    _shutdown_started: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         self.tracer = self.tracer_provider.get_tracer(SCOPE)
@@ -83,16 +101,48 @@ class Telemetry:
         return self
 
     def shutdown(self) -> None:
-        """Flush and stop every provider, each within the shutdown deadline."""
+        """Flush and stop every provider; returns within ``shutdown_timeout_s`` whatever the collector does.
+
+        The providers flush concurrently, each in a daemon thread: a collector that hangs or refuses keeps
+        its exporter busy until the deadline, after which what is left is abandoned rather than waited for
+        (the SDK's own flush does not honour a timeout). Calling it again does nothing.
+        """
+        if self._shutdown_started:
+            return
+        self._shutdown_started = True
         timeout_ms = int(self.shutdown_timeout_s * 1000)
+        steps: list[tuple[str, Callable[[], object]]] = []
         if isinstance(self.tracer_provider, TracerProvider):
-            self.tracer_provider.force_flush(timeout_ms)
-            self.tracer_provider.shutdown()
+            steps.append(("traces", self.tracer_provider.shutdown))
         if isinstance(self.logger_provider, LoggerProvider):
-            self.logger_provider.force_flush(timeout_ms)
-            self.logger_provider.shutdown()
+            steps.append(("logs", self.logger_provider.shutdown))
         if isinstance(self.meter_provider, MeterProvider):
-            self.meter_provider.shutdown(timeout_millis=timeout_ms)
+            meter_provider = self.meter_provider
+            steps.append(("metrics", lambda: meter_provider.shutdown(timeout_millis=timeout_ms)))
+        threads = [
+            threading.Thread(target=_quietly(step), name=f"ragwatch-shutdown-{name}", daemon=True)
+            for name, step in steps
+        ]
+        deadline = time.monotonic() + self.shutdown_timeout_s
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(max(deadline - time.monotonic(), 0))
+        unfinished = [thread.name for thread in threads if thread.is_alive()]
+        if unfinished:
+            logger.warning(
+                "telemetry shutdown: gave up flushing after %.1fs (%s)", self.shutdown_timeout_s, ", ".join(unfinished)
+            )
+
+
+def _quietly(step: Callable[[], object]) -> Callable[[], None]:
+    def run() -> None:
+        try:
+            step()
+        except Exception:  # a failing flush must not turn the service's exit into a crash
+            logger.exception("telemetry shutdown failed")
+
+    return run
 
 
 def disabled_telemetry(options: TelemetryOptions | None = None) -> Telemetry:
@@ -122,27 +172,26 @@ def setup_telemetry(options: TelemetryOptions, environ: Mapping[str, str] = os.e
     registry = CollectorRegistry() if options.metrics_enabled else None
     if registry is not None:
         readers.append(PrometheusMetricReader(registry=registry))
-    if otlp is not None:
-        readers.append(PeriodicExportingMetricReader(otlp.metrics, export_timeout_millis=_EXPORT_TIMEOUT_MS))
+    if otlp.metrics is not None:
+        # The interval comes from OTEL_METRIC_EXPORT_INTERVAL (default 60 s).
+        readers.append(PeriodicExportingMetricReader(otlp.metrics, export_timeout_millis=otlp.timeout_s * 1000))
     meter_provider = MeterProvider(resource=resource, metric_readers=readers)
     instruments = Instruments(meter_provider.get_meter(SCOPE), options.tenant_label_limit)
     failures.counter = instruments.export_failures
 
-    # The sampler comes from OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG (default: parentbased_always_on).
+    # The sampler comes from OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG (default: parentbased_always_on);
+    # the batch processors' delays, batch and queue sizes from OTEL_BSP_* and OTEL_BLRP_*.
     tracer_provider = TracerProvider(resource=resource)
     for processor in options.extra_span_processors:
         tracer_provider.add_span_processor(processor)
-    if otlp is not None:
-        tracer_provider.add_span_processor(
-            BatchSpanProcessor(otlp.spans, max_queue_size=_QUEUE_SIZE, export_timeout_millis=_EXPORT_TIMEOUT_MS)
-        )
+    if otlp.spans is not None:
+        tracer_provider.add_span_processor(BatchSpanProcessor(otlp.spans))
 
     logger_provider = LoggerProvider(resource=resource)
-    log_exporters = list(options.extra_log_exporters) + ([otlp.logs] if otlp is not None else [])
-    for exporter in log_exporters:
-        logger_provider.add_log_record_processor(
-            BatchLogRecordProcessor(exporter, max_queue_size=_QUEUE_SIZE, export_timeout_millis=_EXPORT_TIMEOUT_MS)
-        )
+    for exporter in options.extra_log_exporters:
+        logger_provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
+    if otlp.logs is not None:
+        logger_provider.add_log_record_processor(WithoutTelemetryDiagnostics(BatchLogRecordProcessor(otlp.logs)))
     return Telemetry(
         enabled=True,
         tracer_provider=tracer_provider,
@@ -152,6 +201,7 @@ def setup_telemetry(options: TelemetryOptions, environ: Mapping[str, str] = os.e
         registry=registry,
         capture_content=options.capture_content,
         shutdown_timeout_s=options.shutdown_timeout_s,
+        otlp_signals=otlp.signals,
     )
 
 
@@ -170,32 +220,80 @@ def _resource(service_version: str) -> Resource:
 
 @dataclass(frozen=True)
 class _OtlpExporters:
-    spans: SpanExporter
-    metrics: MetricExporter
-    logs: LogRecordExporter
+    spans: SpanExporter | None
+    metrics: MetricExporter | None
+    logs: LogRecordExporter | None
+    timeout_s: float
+
+    @property
+    def signals(self) -> frozenset[str]:
+        built = {"traces": self.spans, "metrics": self.metrics, "logs": self.logs}
+        return frozenset(name for name, exporter in built.items() if exporter is not None)
 
 
-def _otlp_exporters(environ: Mapping[str, str], failures: FailureCounter) -> _OtlpExporters | None:
-    configured = any(
-        environ.get(name)
-        for name in (
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
-            "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
-        )
-    )
-    if not configured:
+def _setting(environ: Mapping[str, str], signal: str, name: str) -> str | None:
+    """``OTEL_EXPORTER_OTLP_{SIGNAL}_{NAME}``, else ``OTEL_EXPORTER_OTLP_{NAME}``, else ``None``."""
+    for variable in (f"OTEL_EXPORTER_OTLP_{signal.upper()}_{name}", f"OTEL_EXPORTER_OTLP_{name}"):
+        value = environ.get(variable, "").strip()
+        if value:
+            return value
+    return None
+
+
+def _endpoint(environ: Mapping[str, str], signal: str, protocol: str) -> str | None:
+    """Where ``signal`` goes: its own endpoint as given, or the shared one (plus ``/v1/{signal}`` over HTTP)."""
+    own = environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT", "").strip()
+    if own:
+        return own
+    shared = environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+    if not shared:
         return None
-    protocol = environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf").strip()
-    if protocol == "grpc":
-        spans: SpanExporter = GrpcSpans()
-        metric_exporter: MetricExporter = GrpcMetrics()
-        logs: LogRecordExporter = GrpcLogs()
-    else:
-        spans, metric_exporter, logs = HttpSpans(), HttpMetrics(), HttpLogs()
-    return _OtlpExporters(
-        spans=CountingSpanExporter(spans, failures),
-        metrics=CountingMetricExporter(metric_exporter, failures),
-        logs=CountingLogExporter(logs, failures),
-    )
+    return shared if protocol == "grpc" else f"{shared.removesuffix('/')}/v1/{signal}"
+
+
+def _timeout_s(environ: Mapping[str, str], signal: str) -> float:
+    """Seconds, as the Python exporters read ``OTEL_EXPORTER_OTLP_TIMEOUT`` (the default is shorter than theirs)."""
+    raw = _setting(environ, signal, "TIMEOUT")
+    try:
+        timeout = float(raw) if raw is not None else DEFAULT_EXPORT_TIMEOUT_S
+    except ValueError:
+        logger.warning("OTEL_EXPORTER_OTLP_TIMEOUT: %r is not seconds; using %s", raw, DEFAULT_EXPORT_TIMEOUT_S)
+        return DEFAULT_EXPORT_TIMEOUT_S
+    return timeout if timeout > 0 else DEFAULT_EXPORT_TIMEOUT_S
+
+
+def _protocol(environ: Mapping[str, str], signal: str) -> str:
+    protocol = (_setting(environ, signal, "PROTOCOL") or "http/protobuf").lower()
+    if protocol not in ("grpc", "http/protobuf"):
+        logger.warning("OTEL_EXPORTER_OTLP_PROTOCOL: %r is not supported; using http/protobuf", protocol)
+        return "http/protobuf"
+    return protocol
+
+
+def _otlp_exporters(environ: Mapping[str, str], failures: FailureCounter) -> _OtlpExporters:
+    """An exporter for each signal that has an endpoint, wrapped to count what it fails to deliver."""
+    built: dict[str, tuple[str, float]] = {}
+    grpc: dict[str, bool] = {}
+    for signal in SIGNALS:
+        protocol = _protocol(environ, signal)
+        endpoint = _endpoint(environ, signal, protocol)
+        if endpoint is not None:
+            built[signal] = (endpoint, _timeout_s(environ, signal))
+            grpc[signal] = protocol == "grpc"
+    spans: SpanExporter | None = None
+    metric_exporter: MetricExporter | None = None
+    logs: LogRecordExporter | None = None
+    if "traces" in built:
+        endpoint, timeout = built["traces"]
+        inner_spans = (GrpcSpans if grpc["traces"] else HttpSpans)(endpoint=endpoint, timeout=timeout)
+        spans = CountingSpanExporter(inner_spans, failures)
+    if "metrics" in built:
+        endpoint, timeout = built["metrics"]
+        inner_metrics = (GrpcMetrics if grpc["metrics"] else HttpMetrics)(endpoint=endpoint, timeout=timeout)
+        metric_exporter = CountingMetricExporter(inner_metrics, failures)
+    if "logs" in built:
+        endpoint, timeout = built["logs"]
+        inner_logs = (GrpcLogs if grpc["logs"] else HttpLogs)(endpoint=endpoint, timeout=timeout)
+        logs = CountingLogExporter(inner_logs, failures)
+    longest = max((timeout for _, timeout in built.values()), default=DEFAULT_EXPORT_TIMEOUT_S)
+    return _OtlpExporters(spans=spans, metrics=metric_exporter, logs=logs, timeout_s=longest)
