@@ -15,7 +15,8 @@ from telemetry.setup import Telemetry
 
 __all__ = ["METRICS_CONTENT_TYPE", "instrument_http_client", "metrics_payload", "serve_metrics", "server_plugin"]
 
-METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
+# Without its charset: Litestar appends ``charset=utf-8`` to every text response itself.
+METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST.replace("; charset=utf-8", "")
 
 
 def route_template(scope: Any) -> str | None:
