@@ -18,13 +18,16 @@ from litestar.openapi.spec import Components, SecurityScheme
 from service import __version__
 from service.api import DocumentController, KnowledgeBaseController, chat, live, ready
 from service.api.dependencies import provide_pipeline, provide_principal
+from service.api.hooks import add_rate_limit_headers
 from service.api.metrics import metrics
 from service.auth import Authentication, Authenticator, DevHeaderAuthenticator, JWTAuthenticator
 from service.config import Settings, load_settings
 from service.errors import problem_details_plugin, unexpected_error_handlers
+from service.limits import RateLimiter, load_overrides
 from service.pricing import load_prices
 from service.providers import Providers, build_providers
 from service.rag import RagPipeline
+from service.shared_state import open_shared_state
 from service.store import Store
 from telemetry import Telemetry, TelemetryOptions, setup_telemetry
 from telemetry.http import server_plugin
@@ -80,6 +83,7 @@ def create_app(settings: Settings, providers: Providers | None = None, telemetry
     observed = telemetry or setup_telemetry(telemetry_options(settings))
     chosen = providers or build_providers(settings, observed)
     prices = load_prices(settings.telemetry.llm_prices_file)
+    overrides = load_overrides(settings.limits.rate_limit_overrides_file)
 
     @asynccontextmanager
     async def resources(app: Litestar) -> AsyncIterator[None]:
@@ -90,6 +94,13 @@ def create_app(settings: Settings, providers: Providers | None = None, telemetry
             ann_index_min_rows=settings.storage.ann_index_min_rows,
             telemetry=observed,
         )
+        shared = open_shared_state(settings.redis, observed)
+        app.state.shared = shared
+        app.state.limiter = (
+            RateLimiter(shared.counters, settings.limits, overrides, observed)
+            if settings.limits.rate_limit_enabled
+            else None
+        )
         app.state.pipeline = RagPipeline(
             store, chosen.embedder, chosen.answerer, settings.rag, telemetry=observed, prices=prices
         )
@@ -98,6 +109,7 @@ def create_app(settings: Settings, providers: Providers | None = None, telemetry
         finally:
             await store.close()
             await chosen.aclose()
+            await shared.aclose()
             if owns_telemetry:
                 observed.shutdown()
 
@@ -114,6 +126,7 @@ def create_app(settings: Settings, providers: Providers | None = None, telemetry
         lifespan=[resources],
         plugins=[problem_details_plugin(), server_plugin(observed)],
         middleware=[DefineMiddleware(RequestTelemetryMiddleware, telemetry=observed)],
+        before_send=[add_rate_limit_headers],
         exception_handlers=dict(unexpected_error_handlers),
         request_max_body_size=settings.server.max_body_bytes,
         openapi_config=OpenAPIConfig(

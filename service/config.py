@@ -152,6 +152,32 @@ class RagSettings(msgspec.Struct, frozen=True):
     """
 
 
+class RedisSettings(msgspec.Struct, frozen=True):
+    redis_url: str = "memory://"
+    """``redis://host:6379/0``, ``rediss://`` for TLS, or ``memory://``: in-process state for a single process."""
+    redis_password: Secret | None = None
+    """Password for the Redis URL (else taken from the URL itself)."""
+    redis_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=10)] = 0.25
+    """Connect and command timeout: a slow Redis degrades the service instead of stalling it."""
+
+
+class RateLimitSettings(msgspec.Struct, frozen=True):
+    rate_limit_enabled: bool = True
+    """Limit chat and ingestion requests per tenant and per user."""
+    rate_limit_per_minute: Annotated[int, msgspec.Meta(ge=1)] = 60
+    """Requests each user may make per minute, on chat and on ingestion each."""
+    rate_limit_per_hour: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    """Requests each user may make per hour, on chat and on ingestion each."""
+    rate_limit_tenant_per_minute: Annotated[int, msgspec.Meta(ge=1)] = 600
+    """Requests all users of one tenant may make together per minute, on chat and on ingestion each."""
+    rate_limit_tenant_per_hour: Annotated[int, msgspec.Meta(ge=1)] = 10_000
+    """Requests all users of one tenant may make together per hour, on chat and on ingestion each."""
+    rate_limit_overrides_file: str | None = None
+    """JSON ``{"tenant": {"tenant_per_minute": 6000, "per_minute": 120}}``: limits for particular tenants."""
+    rate_limit_failure_mode: Literal["open", "closed"] = "open"
+    """When Redis fails: ``open`` lets requests through, ``closed`` refuses them with 503."""
+
+
 class TelemetrySettings(msgspec.Struct, frozen=True):
     metrics_enabled: bool = True
     """Serve Prometheus metrics at ``/metrics``."""
@@ -179,6 +205,8 @@ class Settings(msgspec.Struct, frozen=True):
     openai: OpenAISettings = msgspec.field(default_factory=OpenAISettings)
     rag: RagSettings = msgspec.field(default_factory=RagSettings)
     telemetry: TelemetrySettings = msgspec.field(default_factory=TelemetrySettings)
+    redis: RedisSettings = msgspec.field(default_factory=RedisSettings)
+    limits: RateLimitSettings = msgspec.field(default_factory=RateLimitSettings)
 
     @property
     def lancedb_uri(self) -> str:
@@ -204,6 +232,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         openai=_load_section("openai", OpenAISettings, environ),
         rag=_load_section("rag", RagSettings, environ),
         telemetry=_load_section("telemetry", TelemetrySettings, environ),
+        redis=_load_section("redis", RedisSettings, environ),
+        limits=_load_section("limits", RateLimitSettings, environ),
     )
     _check_consistency(settings)
     return settings
@@ -301,6 +331,9 @@ def _check_consistency(settings: Settings) -> None:
     uses_openai = "openai" in (settings.providers.llm, settings.providers.embedder)
     if uses_openai and settings.openai.api_key is None and settings.openai.base_url is None:
         raise SettingsError("OPENAI_API_KEY: required when RAGWATCH_LLM or RAGWATCH_EMBEDDER is openai")
+    scheme = settings.redis.redis_url.partition("://")[0]
+    if scheme not in ("redis", "rediss", "memory") or "://" not in settings.redis.redis_url:
+        raise SettingsError("RAGWATCH_REDIS_URL: expected redis://host:port/db, rediss://… or memory://")
 
 
 def _check_jwt_keys(auth: AuthSettings) -> None:

@@ -32,6 +32,8 @@ __all__ = [
     "ProviderTimeout",
     "ProviderUnavailable",
     "RagwatchError",
+    "RateLimited",
+    "RateLimiterUnavailable",
     "Unauthorized",
     "UnsupportedMediaType",
     "problem_details_plugin",
@@ -89,6 +91,14 @@ class PayloadTooLarge(RagwatchError):
 
 class UnsupportedMediaType(RagwatchError):
     status, slug, title = 415, "unsupported-media-type", "Unsupported content type"
+
+
+class RateLimited(RagwatchError):
+    status, slug, title = 429, "rate-limited", "Too many requests"
+
+
+class RateLimiterUnavailable(RagwatchError):
+    status, slug, title = 503, "rate-limiter-unavailable", "The rate limiter is unavailable"
 
 
 # --- the LLM provider's fault ---------------------------------------------------------------------------

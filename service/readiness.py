@@ -7,16 +7,34 @@ import asyncio
 from service.config import Settings
 from service.models import HealthCheck, Readiness
 from service.rag import RagPipeline
+from service.shared_state import SharedState
 
 __all__ = ["check_readiness"]
 
 _CHECK_TIMEOUT_S = 2.0
 
 
-async def check_readiness(pipeline: RagPipeline, settings: Settings) -> Readiness:
-    checks = {"lancedb": await _check_lancedb(pipeline), "llm": _check_llm_config(settings)}
-    healthy = all(check.status == "ok" for check in checks.values())
-    return Readiness(status="ok" if healthy else "unavailable", checks=checks)
+async def check_readiness(pipeline: RagPipeline, settings: Settings, shared: SharedState) -> Readiness:
+    """``unavailable`` (503) when LanceDB or the provider configuration fails; ``degraded`` (still 200) when
+    only Redis does, because requests still answer without the cache (and per the rate limiter's failure mode)."""
+    checks = {
+        "lancedb": await _check_lancedb(pipeline),
+        "llm": _check_llm_config(settings),
+        "redis": await _check_redis(shared),
+    }
+    if checks["lancedb"].status != "ok" or checks["llm"].status != "ok":
+        return Readiness(status="unavailable", checks=checks)
+    return Readiness(status="ok" if checks["redis"].status == "ok" else "degraded", checks=checks)
+
+
+async def _check_redis(shared: SharedState) -> HealthCheck:
+    if shared.redis is None:
+        return HealthCheck(status="ok", detail="in-process (memory://)")
+    try:
+        await asyncio.wait_for(shared.ping(), _CHECK_TIMEOUT_S)
+    except Exception as exc:  # any failure to answer PING: degraded, with the reason
+        return HealthCheck(status="degraded", detail=f"Redis does not answer: {type(exc).__name__}")
+    return HealthCheck(status="ok")
 
 
 async def _check_lancedb(pipeline: RagPipeline) -> HealthCheck:

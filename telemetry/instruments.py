@@ -124,6 +124,9 @@ class Instruments:
         self.tenant_tokens = meter.create_counter(
             "rag.tenant.tokens", unit="{token}", description="LLM tokens per tenant (bounded tenant label)"
         )
+        self.ratelimit_decisions = meter.create_counter(
+            "rag.ratelimit.decisions", description="Rate-limit decisions by action and outcome"
+        )
         self.export_failures = meter.create_counter(
             "rag.telemetry.export_failures",
             unit="{item}",

@@ -8,9 +8,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import LiveServer, auth, create_kb, live_server, make_settings
+from tests.support import LiveServer, RedisServer, auth, create_kb, live_server, make_settings
 
 ClientFactory = Callable[..., httpx.Client]
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """The test run's own redis-server on a free port (never the machine's shared one)."""
+    running = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield running
+    running.stop()
 
 
 @pytest.fixture(scope="session")

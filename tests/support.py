@@ -78,7 +78,15 @@ def free_port() -> int:
 
 def make_settings(data_dir: Path, **env: str) -> Settings:
     """Settings as the service would read them from an environment holding ``env``."""
-    base = {"RAGWATCH_DATA_DIR": str(data_dir), "RAGWATCH_JWT_SECRET": JWT_SECRET}
+    base = {
+        "RAGWATCH_DATA_DIR": str(data_dir),
+        "RAGWATCH_JWT_SECRET": JWT_SECRET,
+        # Limits every test stays under: the limiter runs on every request, and its own tests set small ones.
+        "RAGWATCH_RATE_LIMIT_PER_MINUTE": "1000000",
+        "RAGWATCH_RATE_LIMIT_PER_HOUR": "1000000",
+        "RAGWATCH_RATE_LIMIT_TENANT_PER_MINUTE": "1000000",
+        "RAGWATCH_RATE_LIMIT_TENANT_PER_HOUR": "1000000",
+    }
     return load_settings({**base, **env})
 
 
@@ -213,7 +221,7 @@ def clean_environment(**env: str) -> dict[str, str]:
 
 def run_ragwatch(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     """Run ``ragwatch args`` (``python -m service``) with no ragwatch/OpenAI variable of this process, only ``env``."""
-    return subprocess.run(  # noqa: S603 - our own command, with arguments from the tests
+    return subprocess.run(
         [sys.executable, "-m", "service", *args],
         env=clean_environment(**env),
         cwd=cwd,
@@ -222,3 +230,58 @@ def run_ragwatch(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProce
         timeout=60,
         check=False,
     )
+
+
+class RedisServer:
+    """A real ``redis-server`` of the test run's own, on a free port, that a test may stop and start again."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._directory = directory
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RedisServer:
+        self._process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self._directory),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while not self.answers():
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+        return self
+
+    def answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as connection:
+                connection.sendall(b"PING\r\n")
+                return connection.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(timeout=10)
+            self._process = None
+
+    def command(self, *words: str) -> bytes:
+        """One raw command (``FLUSHALL``, ``INFO commandstats``…), for tests that look inside."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as connection:
+            connection.sendall((" ".join(words) + "\r\n").encode())
+            return connection.recv(65536)

@@ -13,7 +13,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from service.api.hooks import require_json
+from service.api.hooks import rate_limited, require_json
 from service.auth import Principal, requires_member
 from service.errors import PROBLEM_BASE, RagwatchError, problem_responses
 from service.models import ChatRequest, ChatResponse
@@ -31,7 +31,7 @@ def wants_stream(data: ChatRequest, request: Request[Any, Any, Any]) -> bool:
 @post(
     "/chat",
     status_code=200,
-    guards=[requires_member],
+    guards=[requires_member, rate_limited("chat")],
     before_request=require_json,
     tags=["chat"],
     summary="Answer a question from a knowledge base, with citations",

@@ -14,6 +14,7 @@ from litestar.di import NamedDependency, Provide
 from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 from litestar.params import FromPath
 
+from service.api.hooks import rate_limited
 from service.auth import Principal, requires_admin, requires_member
 from service.errors import BadRequest, NotFound, UnsupportedMediaType, problem_responses
 from service.models import (
@@ -151,7 +152,7 @@ class DocumentController(Controller):
     guards = [requires_member]
 
     @post(
-        guards=[requires_admin],
+        guards=[requires_admin, rate_limited("ingest")],
         operation_class=IngestOperation,
         dependencies={"json_body_schema": Provide(_json_body_schema)},
         summary="Ingest a document; an existing id replaces it atomically",

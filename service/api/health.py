@@ -26,5 +26,5 @@ async def live() -> HealthCheck:
     },
 )
 async def ready(state: State) -> Response[Readiness]:
-    readiness = await check_readiness(state.pipeline, state.settings)
-    return Response(readiness, status_code=200 if readiness.status == "ok" else 503)
+    readiness = await check_readiness(state.pipeline, state.settings, state.shared)
+    return Response(readiness, status_code=503 if readiness.status == "unavailable" else 200)

@@ -26,9 +26,10 @@ def test_readiness_answers_200_with_a_detail_per_check_without_a_token(server: L
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["status"] == "ok"
-    assert set(body["checks"]) == {"lancedb", "llm"}
+    assert set(body["checks"]) == {"lancedb", "llm", "redis"}
     assert body["checks"]["lancedb"]["status"] == "ok"
     assert body["checks"]["llm"] == {"status": "ok", "detail": "offline embedder and extractive answerer"}
+    assert body["checks"]["redis"] == {"status": "ok", "detail": "in-process (memory://)"}
 
 
 def test_probes_ignore_an_invalid_token(server: LiveServer) -> None:

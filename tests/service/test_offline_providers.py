@@ -48,7 +48,7 @@ def test_hashing_embedder_is_the_same_in_another_process() -> None:
         f"print(HashingEmbedder(64).embed_sync([{VACATION!r}]).tobytes().hex())"
     )
     command = [sys.executable, "-c", script]  # this interpreter, and a script written above
-    other = subprocess.run(command, capture_output=True, text=True, check=True, timeout=60)  # noqa: S603
+    other = subprocess.run(command, capture_output=True, text=True, check=True, timeout=60)
 
     assert bytes.fromhex(other.stdout.strip()) == HashingEmbedder(64).embed_sync([VACATION]).tobytes()
 

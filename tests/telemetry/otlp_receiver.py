@@ -331,7 +331,7 @@ def ragwatch_serve(data_dir: Path, *args: str, stop_timeout_s: float = 30, **env
     data_dir.mkdir(parents=True, exist_ok=True)
     log_file = data_dir / "serve.log"
     with log_file.open("wb") as log:
-        process = subprocess.Popen(  # noqa: S603 - our own command
+        process = subprocess.Popen(
             [sys.executable, "-m", "service", "serve", *args],
             env=environment,
             stdout=log,

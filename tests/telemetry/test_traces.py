@@ -483,7 +483,7 @@ def test_server_spans_follow_the_stable_http_conventions_when_the_llm_client_is_
     """The first process to build the app with the ``openai`` provider instruments its HTTP client before the server:
     the stable HTTP conventions must be chosen by then, or the whole process reports the old ones."""
     root = Path(__file__).resolve().parents[2]
-    completed = subprocess.run(  # noqa: S603 - this interpreter, running the code above
+    completed = subprocess.run(
         [sys.executable, "-c", _FRESH_PROCESS, str(tmp_path)],
         cwd=root,
         capture_output=True,

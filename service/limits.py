@@ -1,0 +1,224 @@
+"""Rate limits per tenant and per user, on chat and on ingestion, per minute and per hour.
+
+Each request is decided atomically where the counters live: in Redis one Lua script checks every window of
+the request (tenant and user, minute and hour) and counts the request in all of them only if none is full,
+so any number of processes sharing Redis enforce one global limit exactly; ``memory://`` does the same in
+one process. Written here rather than taken from the ``limits`` library because that spends a command per
+limit and window, while a request here must be decided in one round trip.
+
+Windows are fixed (aligned on the minute and the hour): a refused request learns exactly when to retry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal, Protocol
+
+import msgspec
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from service.config import RateLimitSettings, SettingsError
+from service.errors import RateLimited, RateLimiterUnavailable
+from telemetry import Telemetry, stage
+
+__all__ = ["Decision", "MemoryCounters", "RateLimiter", "RedisCounters", "load_overrides"]
+
+logger = logging.getLogger("ragwatch.limits")
+_PERIOD_SECONDS = {"minute": 60, "hour": 3600}
+Action = Literal["chat", "ingest"]
+
+# KEYS: one counter per window; ARGV: the windows' limits, then their lifetimes in seconds.
+# Returns {1, count1, count2, ...} when the request is counted, {0, i, count_i} when window i is full.
+_CHECK_AND_COUNT = """
+local n = #KEYS
+for i = 1, n do
+  local count = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if count >= tonumber(ARGV[i]) then
+    return {0, i, count}
+  end
+end
+local counts = {1}
+for i = 1, n do
+  local count = redis.call('INCR', KEYS[i])
+  if count == 1 then
+    redis.call('EXPIRE', KEYS[i], ARGV[n + i])
+  end
+  counts[i + 1] = count
+end
+return counts
+"""
+
+
+class Counters(Protocol):
+    async def check_and_count(self, keys: Sequence[str], limits: Sequence[int], ttls: Sequence[int]) -> list[int]:
+        """Count one request in every window if none is full; the script's reply (see ``_CHECK_AND_COUNT``)."""
+        ...
+
+
+class RedisCounters:
+    def __init__(self, redis: Redis) -> None:
+        self._script = redis.register_script(_CHECK_AND_COUNT)
+
+    async def check_and_count(self, keys: Sequence[str], limits: Sequence[int], ttls: Sequence[int]) -> list[int]:
+        reply = await self._script(keys=list(keys), args=[*limits, *ttls])
+        return [int(value) for value in reply]
+
+
+class MemoryCounters:
+    """The same decision for a single process; no ``await`` inside, so it is atomic on the event loop."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, tuple[int, float]] = {}
+
+    async def check_and_count(self, keys: Sequence[str], limits: Sequence[int], ttls: Sequence[int]) -> list[int]:
+        now = time.monotonic()
+        current = [self._current(key, now) for key in keys]
+        for index, (count, limit) in enumerate(zip(current, limits, strict=True), start=1):
+            if count >= limit:
+                return [0, index, count]
+        for key, count, ttl in zip(keys, current, ttls, strict=True):
+            expires = self._counts[key][1] if count else now + ttl
+            self._counts[key] = (count + 1, expires)
+        if len(self._counts) > 100_000:
+            self._counts = {key: value for key, value in self._counts.items() if value[1] > now}
+        return [1, *(count + 1 for count in current)]
+
+    def _current(self, key: str, now: float) -> int:
+        count, expires = self._counts.get(key, (0, 0.0))
+        return count if expires > now else 0
+
+
+class Override(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A tenant's own limits; any left out are the settings' defaults."""
+
+    per_minute: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    per_hour: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    tenant_per_minute: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    tenant_per_hour: Annotated[int, msgspec.Meta(ge=1)] | None = None
+
+
+def load_overrides(path: str | None) -> dict[str, Override]:
+    if path is None:
+        return {}
+    try:
+        return msgspec.json.decode(Path(path).read_bytes(), type=dict[str, Override])
+    except OSError as exc:
+        raise SettingsError(f"RAGWATCH_RATE_LIMIT_OVERRIDES_FILE: cannot read {path!r} ({exc.strerror})") from None
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise SettingsError(
+            f'RAGWATCH_RATE_LIMIT_OVERRIDES_FILE: expected {{"tenant": {{"per_minute": n, "per_hour": n}}}} ({exc})'
+        ) from None
+
+
+@dataclass(frozen=True)
+class Window:
+    name: str
+    """``tenant-minute``, ``user-hour``…: the policy name in the ``RateLimit`` headers."""
+    seconds: int
+    limit: int
+    key: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    outcome: Literal["allowed", "refused", "error"]
+    windows: Sequence[Window]
+    counts: Sequence[int]
+    now: float
+
+    def headers(self) -> dict[str, str]:
+        """IETF ``RateLimit-Policy`` (every window) and ``RateLimit`` (the closest to full), as in
+        draft-ietf-httpapi-ratelimit-headers."""
+        if not self.windows or not self.counts:
+            return {}
+        policies = ", ".join(f'"{w.name}";q={w.limit};w={w.seconds}' for w in self.windows)
+        closest = min(range(len(self.windows)), key=lambda i: self.windows[i].limit - self.counts[i])
+        window = self.windows[closest]
+        remaining = max(window.limit - self.counts[closest], 0)
+        reset = window.seconds - int(self.now) % window.seconds
+        return {"RateLimit-Policy": policies, "RateLimit": f'"{window.name}";r={remaining};t={reset}'}
+
+
+class RateLimiter:
+    def __init__(
+        self,
+        counters: Counters,
+        settings: RateLimitSettings,
+        overrides: Mapping[str, Override],
+        telemetry: Telemetry,
+    ) -> None:
+        self._counters = counters
+        self._settings = settings
+        self._overrides = overrides
+        self._telemetry = telemetry
+
+    def windows(self, tenant_id: str, user_id: str, action: Action, now: float) -> list[Window]:
+        settings, override = self._settings, self._overrides.get(tenant_id, Override())
+        limits = {
+            ("tenant", "minute"): override.tenant_per_minute or settings.rate_limit_tenant_per_minute,
+            ("tenant", "hour"): override.tenant_per_hour or settings.rate_limit_tenant_per_hour,
+            ("user", "minute"): override.per_minute or settings.rate_limit_per_minute,
+            ("user", "hour"): override.per_hour or settings.rate_limit_per_hour,
+        }
+        # User ids may hold any text ("auth0|…", e-mails): keys carry a digest. The tenant in braces is a
+        # Redis Cluster hash tag, so all of a request's counters share one slot.
+        who = {"tenant": "t", "user": "u:" + hashlib.sha256(user_id.encode()).hexdigest()[:16]}
+        windows = []
+        for (scope, period), limit in limits.items():
+            seconds = _PERIOD_SECONDS[period]
+            key = f"rw:rl:{{{tenant_id}}}:{action}:{who[scope]}:{seconds}:{int(now) // seconds}"
+            windows.append(Window(name=f"{scope}-{period}", seconds=seconds, limit=limit, key=key))
+        return windows
+
+    async def check(self, tenant_id: str, user_id: str, action: Action) -> Decision:
+        """Count the request or refuse it with :class:`RateLimited` (429, ``Retry-After``)."""
+        now = time.time()
+        windows = self.windows(tenant_id, user_id, action, now)
+        with stage(self._telemetry, "rate_limit", **{"rag.ratelimit.action": action}) as span:
+            try:
+                reply = await self._counters.check_and_count(
+                    [w.key for w in windows], [w.limit for w in windows], [w.seconds + 5 for w in windows]
+                )
+            except (RedisError, OSError, TimeoutError) as exc:
+                decision = self._on_failure(exc, windows, now)
+            else:
+                decision = _decision(reply, windows, now)
+            span.set_attribute("rag.ratelimit.outcome", decision.outcome)
+        self._telemetry.instruments.ratelimit_decisions.add(1, {"action": action, "outcome": decision.outcome})
+        if not decision.allowed:
+            raise self._refusal(decision)
+        return decision
+
+    def _on_failure(self, exc: BaseException, windows: Sequence[Window], now: float) -> Decision:
+        logger.warning(
+            "rate limiter cannot reach its counters (%s): failing %s",
+            type(exc).__name__,
+            self._settings.rate_limit_failure_mode,
+        )
+        if self._settings.rate_limit_failure_mode == "closed":
+            raise RateLimiterUnavailable("The rate limiter cannot decide; try again shortly.") from exc
+        return Decision(allowed=True, outcome="error", windows=windows, counts=[], now=now)
+
+    def _refusal(self, decision: Decision) -> RateLimited:
+        full = next(i for i, (w, c) in enumerate(zip(decision.windows, decision.counts, strict=True)) if c >= w.limit)
+        window = decision.windows[full]
+        retry_after = window.seconds - int(decision.now) % window.seconds
+        headers = {**decision.headers(), "Retry-After": str(retry_after)}
+        return RateLimited(
+            f"The {window.name.replace('-', ' per ')} limit of {window.limit} is reached.", headers=headers
+        )
+
+
+def _decision(reply: list[int], windows: Sequence[Window], now: float) -> Decision:
+    if reply[0] == 1:
+        return Decision(allowed=True, outcome="allowed", windows=windows, counts=reply[1:], now=now)
+    full, count = reply[1] - 1, reply[2]
+    counts = [count if index == full else 0 for index in range(len(windows))]
+    return Decision(allowed=False, outcome="refused", windows=windows, counts=counts, now=now)

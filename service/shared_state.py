@@ -1,0 +1,46 @@
+"""State shared by every replica: Redis, or an in-process stand-in for the embedded single-process default."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from service.config import RedisSettings
+from service.limits import Counters, MemoryCounters, RedisCounters
+from telemetry import Telemetry
+from telemetry.redis import instrument_redis
+
+__all__ = ["SharedState", "open_shared_state"]
+
+
+@dataclass
+class SharedState:
+    counters: Counters
+    redis: Redis | None
+    """The pooled client when ``RAGWATCH_REDIS_URL`` names a Redis server; ``None`` for ``memory://``."""
+
+    async def ping(self) -> None:
+        if self.redis is not None:
+            await self.redis.ping()
+
+    async def aclose(self) -> None:
+        if self.redis is not None:
+            await self.redis.aclose()
+
+
+def open_shared_state(settings: RedisSettings, telemetry: Telemetry) -> SharedState:
+    if settings.redis_url.startswith("memory://"):
+        return SharedState(counters=MemoryCounters(), redis=None)
+    password = settings.redis_password.reveal() if settings.redis_password else None
+    client = Redis.from_url(
+        settings.redis_url,
+        password=password,
+        socket_timeout=settings.redis_timeout_s,
+        socket_connect_timeout=settings.redis_timeout_s,
+        health_check_interval=30,
+        retry_on_timeout=False,
+        max_connections=64,
+    )
+    instrument_redis(client, telemetry)
+    return SharedState(counters=RedisCounters(client), redis=client)
