@@ -29,7 +29,8 @@ class RequestTelemetryMiddleware:
         self._instruments = telemetry.instruments
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope.get("path_template") == "/metrics":
+            # Scrapes are not traffic: they would skew the request rate and the SLOs built on it.
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()

@@ -164,6 +164,9 @@ def disabled_telemetry(options: TelemetryOptions | None = None) -> Telemetry:
 def setup_telemetry(options: TelemetryOptions, environ: Mapping[str, str] = os.environ) -> Telemetry:
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return disabled_telemetry(options)
+    # The SDK counts the spans and log records its batch processors drop (queue full) only when asked;
+    # it reads the variable as each processor is built.
+    os.environ.setdefault("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "true")
     resource = _resource(options.service_version)
     failures = FailureCounter()
     otlp = _otlp_exporters(environ, failures)
@@ -185,13 +188,16 @@ def setup_telemetry(options: TelemetryOptions, environ: Mapping[str, str] = os.e
     for processor in options.extra_span_processors:
         tracer_provider.add_span_processor(processor)
     if otlp.spans is not None:
-        tracer_provider.add_span_processor(BatchSpanProcessor(otlp.spans))
+        # With the meter provider, the SDK counts what it drops (queue full) in otel.sdk.processor.span.processed.
+        tracer_provider.add_span_processor(BatchSpanProcessor(otlp.spans, meter_provider=meter_provider))
 
     logger_provider = LoggerProvider(resource=resource)
     for exporter in options.extra_log_exporters:
         logger_provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
     if otlp.logs is not None:
-        logger_provider.add_log_record_processor(WithoutTelemetryDiagnostics(BatchLogRecordProcessor(otlp.logs)))
+        logger_provider.add_log_record_processor(
+            WithoutTelemetryDiagnostics(BatchLogRecordProcessor(otlp.logs, meter_provider=meter_provider))
+        )
     return Telemetry(
         enabled=True,
         tracer_provider=tracer_provider,

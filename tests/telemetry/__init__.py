@@ -6,10 +6,11 @@ beside the environment's own (the fixtures in ``conftest.py`` build them).
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -204,3 +205,23 @@ def sse_events(body: str) -> list[tuple[str, str]]:
         if "event" in fields:
             events.append((fields["event"], fields.get("data", "")))
     return events
+
+
+@contextmanager
+def logging_restored() -> Iterator[None]:
+    """Puts back the root logger's handlers and level, and the loggers ``configure_logging`` silences."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    silenced = {name: logging.getLogger(name).disabled for name in ("uvicorn.access",)}
+    try:
+        yield
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+            if handler not in handlers:
+                handler.close()
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(level)
+        for name, disabled in silenced.items():
+            logging.getLogger(name).disabled = disabled

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +17,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from telemetry import TelemetryOptions, setup_telemetry
 from tests.support import LiveServer, auth, live_server, make_settings
-from tests.telemetry import Recorder, RecorderFactory, Serve
+from tests.telemetry import Recorder, RecorderFactory, Serve, logging_restored
 
 
 @pytest.fixture(autouse=True)
@@ -89,16 +88,5 @@ def serve(tmp_path: Path) -> Serve:
 @pytest.fixture
 def restore_logging() -> Iterator[None]:
     """Puts back the root logger's handlers and level, and the loggers ``configure_logging`` silences."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    silenced = {name: logging.getLogger(name).disabled for name in ("uvicorn.access",)}
-    yield
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-        if handler not in handlers:
-            handler.close()
-    for handler in handlers:
-        root.addHandler(handler)
-    root.setLevel(level)
-    for name, disabled in silenced.items():
-        logging.getLogger(name).disabled = disabled
+    with logging_restored():
+        yield

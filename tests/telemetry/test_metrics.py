@@ -21,6 +21,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from service.app import telemetry_options
+from telemetry import setup_telemetry
+from telemetry.logs import configure_logging
 from tests.fake_openai import CHAT, running_fake_openai
 from tests.fake_openai import openai_env as fake_openai_env
 from tests.support import (
@@ -34,6 +37,7 @@ from tests.support import (
     make_settings,
     run_ragwatch,
 )
+from tests.telemetry import logging_restored
 from tests.telemetry.otlp_receiver import closed_port, ragwatch_serve, wait_until
 
 CATALOGUE = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
@@ -172,7 +176,9 @@ def traffic(tmp_path_factory: pytest.TempPathFactory) -> Traffic:
             **fake_openai_env(fake.base_url, RAGWATCH_METRICS_TENANT_LIMIT=str(TENANT_LIMIT)),
         )
         raw_ids: list[str] = []
-        with live_server(settings) as server:
+        telemetry = setup_telemetry(telemetry_options(settings))
+        with logging_restored(), live_server(settings, telemetry=telemetry) as server:
+            configure_logging(telemetry, "INFO", "json")  # so log records reach the (dead) OTLP endpoint too
             for number, tenant in enumerate(TENANTS):
                 with server.client(auth(tenant)) as client:
                     raw_ids += _script(
@@ -183,9 +189,10 @@ def traffic(tmp_path_factory: pytest.TempPathFactory) -> Traffic:
                 def failures_counted() -> str | None:
                     text = scraper.get("/metrics").text
                     signals = label_values(parse_exposition(text), "signal")
-                    return text if {"traces", "metrics"} <= signals else None
+                    return text if {"traces", "metrics", "logs"} <= signals else None
 
-                text = wait_until(failures_counted, what="export failures of traces and metrics")
+                text = wait_until(failures_counted, what="export failures of traces, metrics and logs")
+        telemetry.shutdown()
     return Traffic(text, parse_exposition(text), raw_ids)
 
 

@@ -65,7 +65,13 @@ def test_a_chat_request_is_one_trace_of_authentication_retrieval_and_answer(reco
     assert server_attributes["http.response.status_code"] == 200
     assert server_attributes["rag.tenant.id"] == "acme"
     assert server_attributes["rag.kb.id"] == kb_id
-    assert trace.child_names(server) == ["authenticate", "select knowledge_bases", "rag.retrieve", "chat extractive"]
+    assert trace.child_names(server) == [
+        "authenticate",
+        "rate_limit",
+        "select knowledge_bases",
+        "rag.retrieve",
+        "chat extractive",
+    ]
     for child in trace.children(server):
         assert server.start_time is not None
         assert server.end_time is not None
@@ -76,6 +82,8 @@ def test_a_chat_request_is_one_trace_of_authentication_retrieval_and_answer(reco
     authenticate = trace.named("authenticate")
     assert authenticate.kind is SpanKind.INTERNAL
     assert attributes(authenticate) == {"rag.auth.method": "jwt", "rag.tenant.id": "acme", "user.id": "alice"}
+    rate_limit = trace.named("rate_limit")
+    assert attributes(rate_limit) == {"rag.ratelimit.action": "chat", "rag.ratelimit.outcome": "allowed"}
 
     retrieve = trace.named("rag.retrieve")
     assert attributes(retrieve) == {"rag.top_k": 5, "rag.retrieval.results": len(body["citations"])}
@@ -248,7 +256,13 @@ def test_an_llm_provider_error_is_an_error_chat_span_a_502_server_span_and_a_cou
     assert server.status.status_code is StatusCode.ERROR  # a 5xx is the server's failure
     assert attributes(server)["http.response.status_code"] == 502
     assert attributes(server)["error.type"] == "502"
-    assert trace.child_names(server) == ["authenticate", "select knowledge_bases", "rag.retrieve", "chat gpt-4o-mini"]
+    assert trace.child_names(server) == [
+        "authenticate",
+        "rate_limit",
+        "select knowledge_bases",
+        "rag.retrieve",
+        "chat gpt-4o-mini",
+    ]
     assert trace.named("rag.retrieve").status.status_code is StatusCode.UNSET  # retrieval itself went fine
 
     answer = trace.named("chat gpt-4o-mini")
@@ -362,6 +376,7 @@ def test_ingesting_a_document_traces_parsing_chunking_embedding_and_writing(reco
     assert attributes(server)["rag.kb.id"] == kb_id
     assert trace.child_names(server) == [
         "authenticate",
+        "rate_limit",
         "ingest.parse",
         "select knowledge_bases",
         "ingest.chunk",
