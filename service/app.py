@@ -79,11 +79,11 @@ def create_app(settings: Settings, providers: Providers | None = None, telemetry
     ``providers`` defaults to the ones the settings choose; ``telemetry`` to one built from the ``OTEL_*``
     variables, shut down with the app (a caller that passes its own shuts it down itself).
     """
+    prices = load_prices(settings.telemetry.llm_prices_file)
+    overrides = load_overrides(settings.limits.rate_limit_overrides_file)
     owns_telemetry = telemetry is None
     observed = telemetry or setup_telemetry(telemetry_options(settings))
     chosen = providers or build_providers(settings, observed)
-    prices = load_prices(settings.telemetry.llm_prices_file)
-    overrides = load_overrides(settings.limits.rate_limit_overrides_file)
 
     @asynccontextmanager
     async def resources(app: Litestar) -> AsyncIterator[None]:

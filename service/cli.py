@@ -126,7 +126,12 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     metrics_port = settings.telemetry.metrics_port
     if settings.telemetry.metrics_enabled and metrics_port not in (None, port):
         serve_metrics(telemetry, host, metrics_port)
-    app = create_app(settings, telemetry=telemetry)
+    try:
+        app = create_app(settings, telemetry=telemetry)
+    except SettingsError as exc:  # a settings file (prices, rate-limit overrides) that cannot be used
+        telemetry.shutdown()
+        print(f"ragwatch: {exc}", file=sys.stderr)
+        return 2
     # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, so a `finally` here would never run:
     # what is still queued is flushed by the app's shutdown hook.
     app.on_shutdown.append(telemetry.shutdown)

@@ -331,9 +331,23 @@ def _check_consistency(settings: Settings) -> None:
     uses_openai = "openai" in (settings.providers.llm, settings.providers.embedder)
     if uses_openai and settings.openai.api_key is None and settings.openai.base_url is None:
         raise SettingsError("OPENAI_API_KEY: required when RAGWATCH_LLM or RAGWATCH_EMBEDDER is openai")
-    scheme = settings.redis.redis_url.partition("://")[0]
-    if scheme not in ("redis", "rediss", "memory") or "://" not in settings.redis.redis_url:
-        raise SettingsError("RAGWATCH_REDIS_URL: expected redis://host:port/db, rediss://… or memory://")
+    _check_redis_url(settings.redis.redis_url)
+
+
+def _check_redis_url(url: str) -> None:
+    """The URL is never echoed: it may hold a password."""
+    expected = "RAGWATCH_REDIS_URL: expected redis://host:port/db, rediss://host:port/db or memory://"
+    parts = urlsplit(url)
+    if parts.scheme == "memory":
+        return
+    try:
+        port_is_valid = parts.port is None or 0 < parts.port < 65536
+    except ValueError:
+        port_is_valid = False
+    database = parts.path.strip("/")
+    valid = parts.scheme in ("redis", "rediss") and bool(parts.hostname) and port_is_valid
+    if not valid or not (database == "" or database.isdigit()):
+        raise SettingsError(expected)
 
 
 def _check_jwt_keys(auth: AuthSettings) -> None:

@@ -178,20 +178,26 @@ class RateLimiter:
         return windows
 
     async def check(self, tenant_id: str, user_id: str, action: Action) -> Decision:
-        """Count the request or refuse it with :class:`RateLimited` (429, ``Retry-After``)."""
+        """Count the request or refuse it with :class:`RateLimited` (429, ``Retry-After``); when the counters
+        cannot be reached, let it through uncounted or refuse it with :class:`RateLimiterUnavailable` (503), as
+        the failure mode says. Every decision, failures included, is counted in ``rag.ratelimit.decisions``."""
         now = time.time()
         windows = self.windows(tenant_id, user_id, action, now)
+        failure: BaseException | None = None
         with stage(self._telemetry, "rate_limit", **{"rag.ratelimit.action": action}) as span:
             try:
                 reply = await self._counters.check_and_count(
                     [w.key for w in windows], [w.limit for w in windows], [w.seconds + 5 for w in windows]
                 )
             except (RedisError, OSError, TimeoutError) as exc:
-                decision = self._on_failure(exc, windows, now)
+                failure, decision = exc, self._on_failure(exc, windows, now)
             else:
                 decision = _decision(reply, windows, now)
             span.set_attribute("rag.ratelimit.outcome", decision.outcome)
-        self._telemetry.instruments.ratelimit_decisions.add(1, {"action": action, "outcome": decision.outcome})
+            self._telemetry.instruments.ratelimit_decisions.add(1, {"action": action, "outcome": decision.outcome})
+            if failure is not None and not decision.allowed:
+                # Failing closed: counted as an error above (the operator's signal), then refused with 503.
+                raise RateLimiterUnavailable("The rate limiter cannot decide; try again shortly.") from failure
         if not decision.allowed:
             raise self._refusal(decision)
         return decision
@@ -202,9 +208,8 @@ class RateLimiter:
             type(exc).__name__,
             self._settings.rate_limit_failure_mode,
         )
-        if self._settings.rate_limit_failure_mode == "closed":
-            raise RateLimiterUnavailable("The rate limiter cannot decide; try again shortly.") from exc
-        return Decision(allowed=True, outcome="error", windows=windows, counts=[], now=now)
+        allowed = self._settings.rate_limit_failure_mode == "open"
+        return Decision(allowed=allowed, outcome="error", windows=windows, counts=[], now=now)
 
     def _refusal(self, decision: Decision) -> RateLimited:
         full = next(i for i, (w, c) in enumerate(zip(decision.windows, decision.counts, strict=True)) if c >= w.limit)

@@ -42,7 +42,7 @@ def wants_stream(data: ChatRequest, request: Request[Any, Any, Any]) -> bool:
     ),
     responses={
         200: ResponseSpec(data_container=ChatResponse, description="The answer (JSON or an SSE stream)"),
-        **problem_responses(400, 401, 403, 404, 413, 415, 502, 503, 504),
+        **problem_responses(400, 401, 403, 404, 413, 415, 429, 502, 503, 504),
     },
 )
 async def chat(

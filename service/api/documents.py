@@ -156,7 +156,7 @@ class DocumentController(Controller):
         operation_class=IngestOperation,
         dependencies={"json_body_schema": Provide(_json_body_schema)},
         summary="Ingest a document; an existing id replaces it atomically",
-        responses=problem_responses(400, 401, 403, 404, 413, 415),
+        responses=problem_responses(400, 401, 403, 404, 413, 415, 429, 503),
     )
     async def ingest(
         self,
