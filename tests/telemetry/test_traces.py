@@ -570,3 +570,22 @@ def test_capture_content_puts_question_and_answer_on_the_chat_span_only(
         assert json.loads(attributes(chat)["gen_ai.output.messages"]) == [{"role": "assistant", "content": answer}]
         others = [span for span in trace.spans if span is not chat]
         assert all(QUESTION not in json.dumps(attributes(span), default=str) for span in others)
+
+
+def test_a_rate_limited_request_is_one_trace_that_stops_at_the_refused_rate_limit_decision(
+    recorder: Recorder, serve: Serve
+) -> None:
+    with serve(recorder, RAGWATCH_RATE_LIMIT_PER_MINUTE="1") as (_, client):
+        kb_id = kb_with_handbook(client)
+        assert client.post("/v1/chat", json=_chat(kb_id=kb_id)).status_code == 200
+        refused = client.post("/v1/chat", json=_chat(kb_id=kb_id))
+
+    assert_problem(refused, 429, "rate-limited")
+    trace = recorder.trace_of(refused)
+    assert trace.is_one_tree()
+    assert attributes(trace.server)["http.response.status_code"] == 429
+    assert trace.child_names(trace.server) == ["authenticate", "rate_limit"]  # no retrieval, no LLM call
+    rate_limit = trace.named("rate_limit")
+    assert attributes(rate_limit) == {"rag.ratelimit.action": "chat", "rag.ratelimit.outcome": "refused"}
+    assert recorder.counter("rag.ratelimit.decisions", action="chat", outcome="refused") == 1
+    assert recorder.counter("rag_requests", endpoint="/v1/chat", status="429") == 1
