@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -230,6 +232,114 @@ def run_ragwatch(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProce
         timeout=60,
         check=False,
     )
+
+
+@dataclass
+class ServingProcess:
+    """A ``ragwatch serve`` subprocess (see :func:`serving_process`)."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    log_file: Path
+    exit_code: int | None = None
+    shutdown_s: float | None = None
+    """Seconds from SIGTERM to the process's exit, once :meth:`stop` has run."""
+
+    def client(self, headers: Mapping[str, str] | None = None) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers=dict(headers or {}), timeout=30)
+
+    def output(self) -> str:
+        """What the process wrote to stdout and stderr so far (its JSON log lines)."""
+        return self.log_file.read_text(errors="replace")
+
+    def wait_ready(self, path: str = "/health/ready", timeout_s: float = 60) -> None:
+        """Poll ``path`` until it answers 200; fails if the process exits or ``timeout_s`` passes."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"ragwatch serve exited with {self.process.returncode}:\n{self.output()}")
+            try:
+                if httpx.get(f"{self.url}{path}", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"ragwatch serve did not become ready:\n{self.output()}")
+
+    def stop(self, timeout_s: float = 30) -> None:
+        """SIGTERM, then wait up to ``timeout_s`` for the exit (killing it past that); records ``exit_code``
+        (None if it had to be killed) and ``shutdown_s``."""
+        if self.process.poll() is not None:
+            self.exit_code = self.process.returncode
+            return
+        started = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.exit_code = self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.shutdown_s = time.monotonic() - started
+
+
+def start_serving(data_dir: Path, *args: str, log_file: Path | None = None, **env: str) -> ServingProcess:
+    """Start ``ragwatch serve args`` (``python -m service serve``) on a free port, without waiting for it.
+
+    Its environment is this process's without any ragwatch, OpenAI or OTEL variable, plus the data directory,
+    the test JWT secret, the port and ``env`` (which wins). stdout and stderr go to ``log_file`` (default
+    ``data_dir / "serve.log"``): a pipe could fill and block the process.
+    """
+    port = free_port()
+    inherited = {name: value for name, value in clean_environment().items() if not name.startswith("OTEL_")}
+    environment = {
+        **inherited,
+        "RAGWATCH_DATA_DIR": str(data_dir),
+        "RAGWATCH_JWT_SECRET": JWT_SECRET,
+        "RAGWATCH_PORT": str(port),
+        **env,
+    }
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_file = log_file or data_dir / "serve.log"
+    with log_file.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service", "serve", *args], env=environment, stdout=log, stderr=subprocess.STDOUT
+        )
+    return ServingProcess(process, f"http://127.0.0.1:{port}", log_file)
+
+
+@contextmanager
+def serving_process(
+    data_dir: Path,
+    *args: str,
+    log_file: Path | None = None,
+    ready_path: str = "/health/ready",
+    stop_timeout_s: float = 30,
+    **env: str,
+) -> Iterator[ServingProcess]:
+    """A ``ragwatch serve`` subprocess (see :func:`start_serving`) once ``ready_path`` answers 200; leaving the
+    block stops it with SIGTERM (see :meth:`ServingProcess.stop`)."""
+    running = start_serving(data_dir, *args, log_file=log_file, **env)
+    try:
+        running.wait_ready(ready_path)
+        yield running
+    finally:
+        running.stop(stop_timeout_s)
+
+
+@contextmanager
+def serving_processes(count: int, data_dir: Path, **env: str) -> Iterator[list[ServingProcess]]:
+    """``count`` ``ragwatch serve`` subprocesses sharing ``data_dir`` (logging to ``serve0.log``… in it),
+    started together, once each is ready; leaving the block stops them all."""
+    started: list[ServingProcess] = []
+    try:
+        for number in range(count):
+            started.append(start_serving(data_dir, log_file=data_dir / f"serve{number}.log", **env))
+        for running in started:
+            running.wait_ready()
+        yield started
+    finally:
+        for running in started:
+            running.stop()
 
 
 class RedisServer:

@@ -2,66 +2,24 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support import JWT_SECRET, auth, free_port
-
-
-def _spawn(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "RAGWATCH_DATA_DIR": str(data_dir),
-        "RAGWATCH_JWT_SECRET": JWT_SECRET,
-        "RAGWATCH_PORT": str(port),
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service", "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    return process, f"http://127.0.0.1:{port}"
-
-
-def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited: {process.stderr.read().decode() if process.stderr else ''}")
-        try:
-            if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError("server did not become ready")
+from tests.support import auth, serving_processes
 
 
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Client, httpx.Client]]:
     """Two `ragwatch serve` processes on one data directory, each with its own client for tenant acme."""
-    data_dir = tmp_path_factory.mktemp("shared")
-    started = [_spawn(data_dir) for _ in range(2)]
-    try:
-        for process, url in started:
-            _wait_ready(url, process)
-        clients = [httpx.Client(base_url=url, headers=auth(), timeout=30) for _, url in started]
+    with serving_processes(2, tmp_path_factory.mktemp("shared")) as started:
+        clients = [running.client(auth()) for running in started]
         yield clients[0], clients[1]
         for client in clients:
             client.close()
-    finally:
-        for process, _ in started:
-            process.terminate()
-            process.wait(timeout=20)
-            if process.stderr:
-                process.stderr.close()
 
 
 def _visible_within(deadline_s: float, probe: httpx.Client, path: str) -> float:

@@ -11,8 +11,6 @@ import itertools
 import json
 import logging
 import re
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -34,14 +32,13 @@ from tests.support import (
     RedisServer,
     assert_problem,
     auth,
-    clean_environment,
     create_kb,
     documents_url,
-    free_port,
     fresh_tenant,
     ingest,
     live_server,
     make_settings,
+    serving_processes,
 )
 
 WINDOWS = ("tenant-minute", "tenant-hour", "user-minute", "user-hour")
@@ -390,52 +387,6 @@ def test_health_metrics_and_get_routes_are_never_limited(limited: Callable[..., 
 # --- 3. one limit across processes ------------------------------------------------------------------------
 
 
-class ServiceProcess:
-    """``python -m service serve`` in a process of its own, logging to a file (a pipe could fill and block it)."""
-
-    def __init__(self, data_dir: Path, log: Path, **env: str) -> None:
-        self.url = f"http://127.0.0.1:{free_port()}"
-        self.log = log
-        environment = clean_environment(
-            RAGWATCH_DATA_DIR=str(data_dir), RAGWATCH_PORT=self.url.rsplit(":", 1)[1], **env
-        )
-        with log.open("wb") as output:
-            self._process = subprocess.Popen(
-                [sys.executable, "-m", "service", "serve"], env=environment, stdout=output, stderr=output
-            )
-
-    def wait_ready(self, timeout_s: float = 30) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"the service exited: {self.log.read_text()}")
-            try:
-                if httpx.get(f"{self.url}/health/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("the service did not become ready")
-
-    def stop(self) -> None:
-        self._process.terminate()
-        self._process.wait(timeout=20)
-
-
-@contextmanager
-def service_processes(count: int, data_dir: Path, **env: str) -> Iterator[list[ServiceProcess]]:
-    started: list[ServiceProcess] = []
-    try:
-        for number in range(count):
-            started.append(ServiceProcess(data_dir, data_dir.parent / f"service{number}.log", **env))
-        for process in started:
-            process.wait_ready()
-        yield started
-    finally:
-        for process in started:
-            process.stop()
-
-
 def burst(senders: list[httpx.Client], send: Callable[[httpx.Client], httpx.Response]) -> list[int]:
     """``send`` through every client of ``senders`` at the same moment, one thread each; the status codes."""
     start = threading.Barrier(len(senders))
@@ -472,7 +423,7 @@ def two_processes(
     data_dir = tmp_path_factory.mktemp("processes") / "data"
     data_dir.mkdir()
     with (
-        service_processes(
+        serving_processes(
             2,
             data_dir,
             RAGWATCH_REDIS_URL=redis_server.url,
@@ -488,7 +439,7 @@ def two_processes(
     ):
         pool = httpx.Limits(max_connections=BURST_LIMIT, max_keepalive_connections=BURST_LIMIT)
         first, second = (
-            stack.enter_context(httpx.Client(base_url=process.url, limits=pool, timeout=30)) for process in processes
+            stack.enter_context(httpx.Client(base_url=running.url, limits=pool, timeout=30)) for running in processes
         )
         # Open every connection now, so that the chats of a burst really arrive together.
         assert burst([first, second] * BURST_LIMIT, lambda client: client.get("/health/live")) == [200] * (
@@ -597,12 +548,15 @@ def limiter_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "ragwatch.limits" and r.levelno == logging.WARNING]
 
 
-def test_while_redis_is_down_failing_open_lets_requests_through_uncounted_and_says_so_everywhere(
-    own_redis: RedisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    """Failure mode open (the default): chat and ingest answer without RateLimit headers, even past the limit;
-    readiness is 200 ``degraded`` on redis; ``outcome="error"`` decisions are counted and a warning logged."""
-    settings = make_settings(tmp_path / "data", RAGWATCH_REDIS_URL=own_redis.url, RAGWATCH_RATE_LIMIT_PER_MINUTE="2")
+@contextmanager
+def alice_after_redis_stopped(
+    own_redis: RedisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture, **env: str
+) -> Iterator[tuple[httpx.Client, str, httpx.Response]]:
+    """A server on ``own_redis`` limiting to 2 chats a minute (plus ``env``), with limiter warnings captured:
+    alice's client, a knowledge base of hers, and the chat she made just before ``own_redis`` was stopped."""
+    settings = make_settings(
+        tmp_path / "data", RAGWATCH_REDIS_URL=own_redis.url, RAGWATCH_RATE_LIMIT_PER_MINUTE="2", **env
+    )
     with (
         caplog.at_level(logging.WARNING, logger="ragwatch.limits"),
         live_server(settings) as server,
@@ -612,7 +566,15 @@ def test_while_redis_is_down_failing_open_lets_requests_through_uncounted_and_sa
         _minute_with_room(6)
         before = chat(alice, kb_id)
         own_redis.stop()
+        yield alice, kb_id, before
 
+
+def test_while_redis_is_down_failing_open_lets_requests_through_uncounted_and_says_so_everywhere(
+    own_redis: RedisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Failure mode open (the default): chat and ingest answer without RateLimit headers, even past the limit;
+    readiness is 200 ``degraded`` on redis; ``outcome="error"`` decisions are counted and a warning logged."""
+    with alice_after_redis_stopped(own_redis, tmp_path, caplog) as (alice, kb_id, before):
         chats = [chat(alice, kb_id) for _ in range(4)]
         ingested = post_document(alice, kb_id)
         readiness = alice.get("/health/ready")
@@ -638,22 +600,11 @@ def test_while_redis_is_down_failing_closed_refuses_limited_requests_with_a_503_
 ) -> None:
     """Failure mode closed: chat and ingest are 503 ``rate-limiter-unavailable`` (never 500); unlimited routes
     still answer; the errors are counted and logged as when failing open."""
-    settings = make_settings(
-        tmp_path / "data",
-        RAGWATCH_REDIS_URL=own_redis.url,
-        RAGWATCH_RATE_LIMIT_PER_MINUTE="2",
-        RAGWATCH_RATE_LIMIT_FAILURE_MODE="closed",
-    )
-    with (
-        caplog.at_level(logging.WARNING, logger="ragwatch.limits"),
-        live_server(settings) as server,
-        clients(server, ("acme", "alice")) as (alice,),
+    with alice_after_redis_stopped(own_redis, tmp_path, caplog, RAGWATCH_RATE_LIMIT_FAILURE_MODE="closed") as (
+        alice,
+        kb_id,
+        before,
     ):
-        kb_id = create_kb(alice, "handbook")
-        _minute_with_room(6)
-        before = chat(alice, kb_id)
-        own_redis.stop()
-
         chats = [chat(alice, kb_id) for _ in range(3)]
         ingested = post_document(alice, kb_id)
         unlimited = [alice.get(path) for path in ("/health/live", "/v1/knowledge-bases", documents_url(kb_id))]

@@ -16,9 +16,6 @@ the process takes to exit.
 from __future__ import annotations
 
 import gzip
-import signal
-import subprocess
-import sys
 import threading
 import time
 import zlib
@@ -31,7 +28,6 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import grpc
-import httpx
 from google.protobuf.message import Message
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
@@ -42,7 +38,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from tests.support import JWT_SECRET, clean_environment, free_port
+from tests.support import ServingProcess, free_port, serving_process
 
 __all__ = [
     "Behaviour",
@@ -282,74 +278,17 @@ def wait_until(probe: Callable[[], T | None], timeout_s: float = 15.0, what: str
 # --- the service in its own process ---------------------------------------------------------------------
 
 
-@dataclass
-class RunningRagwatch:
-    process: subprocess.Popen[bytes]
-    url: str
-    log_file: Path
-    exit_code: int | None = None
-    shutdown_s: float | None = None
-    """Seconds from SIGTERM to the process's exit, once the block has been left."""
-
-    def client(self, headers: dict[str, str] | None = None) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers=headers or {}, timeout=30)
-
-    def output(self) -> str:
-        """What the process wrote to stdout and stderr so far (its JSON log lines)."""
-        return self.log_file.read_text(errors="replace")
-
-
-def _wait_ready(running: RunningRagwatch, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if running.process.poll() is not None:
-            raise RuntimeError(f"ragwatch serve exited with {running.process.returncode}:\n{running.output()}")
-        try:
-            if httpx.get(f"{running.url}/health/live", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"ragwatch serve did not start:\n{running.output()}")
+RunningRagwatch = ServingProcess
+"""A ``ragwatch serve`` subprocess: its ``url``, ``process``, ``log_file``, ``output()``, and once the block of
+:func:`ragwatch_serve` has been left, its ``exit_code`` and ``shutdown_s`` (seconds from SIGTERM to exit)."""
 
 
 @contextmanager
 def ragwatch_serve(data_dir: Path, *args: str, stop_timeout_s: float = 30, **env: str) -> Iterator[RunningRagwatch]:
     """``ragwatch serve`` on a free port with ``env`` (and no other ragwatch, OpenAI or OTEL variable), until SIGTERM.
 
-    ``data_dir`` holds the LanceDB data and ``serve.log``, the process's stdout and stderr.
+    ``data_dir`` holds the LanceDB data and ``serve.log``, the process's stdout and stderr. Ready once
+    ``/health/live`` answers (readiness may be degraded by the collector under test).
     """
-    port = free_port()
-    inherited = {name: value for name, value in clean_environment().items() if not name.startswith("OTEL_")}
-    environment = {
-        **inherited,
-        "RAGWATCH_DATA_DIR": str(data_dir),
-        "RAGWATCH_JWT_SECRET": JWT_SECRET,
-        "RAGWATCH_PORT": str(port),
-        **env,
-    }
-    data_dir.mkdir(parents=True, exist_ok=True)
-    log_file = data_dir / "serve.log"
-    with log_file.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "service", "serve", *args],
-            env=environment,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    running = RunningRagwatch(process, f"http://127.0.0.1:{port}", log_file)
-    try:
-        _wait_ready(running)
+    with serving_process(data_dir, *args, ready_path="/health/live", stop_timeout_s=stop_timeout_s, **env) as running:
         yield running
-    finally:
-        if process.poll() is None:
-            started = time.monotonic()
-            process.send_signal(signal.SIGTERM)
-            try:
-                running.exit_code = process.wait(timeout=stop_timeout_s)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            running.shutdown_s = time.monotonic() - started
-        else:
-            running.exit_code = process.returncode
