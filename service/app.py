@@ -87,6 +87,11 @@ def create_app(settings: Settings, providers: Providers | None = None, telemetry
 
     @asynccontextmanager
     async def resources(app: Litestar) -> AsyncIterator[None]:
+        logger.info(
+            "telemetry %s; OTLP export: %s",
+            "on" if observed.enabled else "off (OTEL_SDK_DISABLED)",
+            ", ".join(sorted(observed.otlp_signals)) or "none",
+        )
         store = await Store.open(
             settings.lancedb_uri,
             dimensions=chosen.embedder.dimensions,
