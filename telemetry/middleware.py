@@ -20,7 +20,7 @@ from telemetry.setup import Telemetry
 __all__ = ["RequestTelemetryMiddleware"]
 
 access_log = logging.getLogger("ragwatch.access")
-_QUIET_PREFIXES = ("/health/", "/metrics")
+_QUIET_PREFIXES = ("/health/",)  # probes: logged at DEBUG (scrapes of /metrics are skipped altogether)
 
 
 class RequestTelemetryMiddleware:
