@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -21,12 +23,14 @@ from service.api.dependencies import provide_pipeline, provide_principal
 from service.api.hooks import add_rate_limit_headers
 from service.api.metrics import metrics
 from service.auth import Authentication, Authenticator, DevHeaderAuthenticator, JWTAuthenticator
+from service.cache import Cache
 from service.config import Settings, load_settings
 from service.errors import problem_details_plugin, unexpected_error_handlers
 from service.limits import RateLimiter, load_overrides
 from service.pricing import load_prices
 from service.providers import Providers, build_providers
 from service.rag import RagPipeline
+from service.readiness import monitor_readiness
 from service.shared_state import open_shared_state
 from service.store import Store
 from telemetry import Telemetry, TelemetryOptions, setup_telemetry
@@ -99,19 +103,29 @@ def create_app(settings: Settings, providers: Providers | None = None, telemetry
             ann_index_min_rows=settings.storage.ann_index_min_rows,
             telemetry=observed,
         )
-        shared = open_shared_state(settings.redis, observed)
+        shared = open_shared_state(settings, observed)
+        cache = Cache(
+            shared.cache, settings.cache, shared.health, observed, settle_s=settings.storage.read_consistency_s
+        )
         app.state.shared = shared
         app.state.limiter = (
-            RateLimiter(shared.counters, settings.limits, overrides, observed)
+            RateLimiter(shared.counters, settings.limits, overrides, observed, shared.health)
             if settings.limits.rate_limit_enabled
             else None
         )
-        app.state.pipeline = RagPipeline(
-            store, chosen.embedder, chosen.answerer, settings.rag, telemetry=observed, prices=prices
+        pipeline = RagPipeline(
+            store, chosen.embedder, chosen.answerer, settings.rag, cache=cache, telemetry=observed, prices=prices
         )
+        app.state.pipeline = pipeline
+        shared.start()
+        monitor = asyncio.create_task(monitor_readiness(pipeline, settings, shared))
         try:
             yield
         finally:
+            monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await monitor
+            await cache.aclose()
             await store.close()
             await chosen.aclose()
             await shared.aclose()

@@ -161,6 +161,23 @@ class RedisSettings(msgspec.Struct, frozen=True):
     """Connect and command timeout: a slow Redis degrades the service instead of stalling it."""
 
 
+class CacheSettings(msgspec.Struct, frozen=True):
+    cache_embeddings_enabled: bool = True
+    """Cache question embeddings by embedder model and text, so a repeated question is not embedded again."""
+    cache_embeddings_ttl_s: PositiveInt = 86_400
+    """Seconds a question embedding stays cached."""
+    cache_retrieval_enabled: bool = True
+    """Cache the passages retrieved for a question, until the knowledge base changes."""
+    cache_retrieval_ttl_s: PositiveInt = 900
+    """Seconds retrieved passages stay cached (a change to the knowledge base drops them at once)."""
+    cache_answers_enabled: bool = True
+    """Cache whole answers, so a repeated question is answered without an LLM call."""
+    cache_answers_ttl_s: PositiveInt = 3_600
+    """Seconds an answer stays cached (a change to the knowledge base drops it at once)."""
+    cache_memory_max_entries: PositiveInt = 10_000
+    """Entries the in-process cache of ``memory://`` holds before dropping the least recently used."""
+
+
 class RateLimitSettings(msgspec.Struct, frozen=True):
     rate_limit_enabled: bool = True
     """Limit chat and ingestion requests per tenant and per user."""
@@ -206,6 +223,7 @@ class Settings(msgspec.Struct, frozen=True):
     rag: RagSettings = msgspec.field(default_factory=RagSettings)
     telemetry: TelemetrySettings = msgspec.field(default_factory=TelemetrySettings)
     redis: RedisSettings = msgspec.field(default_factory=RedisSettings)
+    cache: CacheSettings = msgspec.field(default_factory=CacheSettings)
     limits: RateLimitSettings = msgspec.field(default_factory=RateLimitSettings)
 
     @property
@@ -233,6 +251,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         rag=_load_section("rag", RagSettings, environ),
         telemetry=_load_section("telemetry", TelemetrySettings, environ),
         redis=_load_section("redis", RedisSettings, environ),
+        cache=_load_section("cache", CacheSettings, environ),
         limits=_load_section("limits", RateLimitSettings, environ),
     )
     _check_consistency(settings)

@@ -12,12 +12,11 @@ Windows are fixed (aligned on the minute and the hour): a refused request learns
 from __future__ import annotations
 
 import hashlib
-import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal, Protocol
+from typing import TYPE_CHECKING, Annotated, Literal, Protocol
 
 import msgspec
 from redis.asyncio import Redis
@@ -27,9 +26,11 @@ from service.config import RateLimitSettings, SettingsError
 from service.errors import RateLimited, RateLimiterUnavailable
 from telemetry import Telemetry, stage
 
+if TYPE_CHECKING:
+    from service.shared_state import RedisHealth
+
 __all__ = ["Decision", "MemoryCounters", "RateLimiter", "RedisCounters", "load_overrides"]
 
-logger = logging.getLogger("ragwatch.limits")
 _PERIOD_SECONDS = {"minute": 60, "hour": 3600}
 Action = Literal["chat", "ingest"]
 
@@ -53,6 +54,10 @@ for i = 1, n do
 end
 return counts
 """
+
+
+class RedisUnavailable(Exception):
+    """Redis is known to be down: the counters are not called until it answers again."""
 
 
 class Counters(Protocol):
@@ -153,8 +158,10 @@ class RateLimiter:
         settings: RateLimitSettings,
         overrides: Mapping[str, Override],
         telemetry: Telemetry,
+        health: RedisHealth,
     ) -> None:
         self._counters = counters
+        self._health = health
         self._settings = settings
         self._overrides = overrides
         self._telemetry = telemetry
@@ -186,12 +193,19 @@ class RateLimiter:
         failure: BaseException | None = None
         with stage(self._telemetry, "rate_limit", **{"rag.ratelimit.action": action}) as span:
             try:
+                if not self._health.up:
+                    raise RedisUnavailable
                 reply = await self._counters.check_and_count(
                     [w.key for w in windows], [w.limit for w in windows], [w.seconds + 5 for w in windows]
                 )
+            except RedisUnavailable as exc:
+                self._health.skipped("ratelimit")
+                failure, decision = exc, self._on_failure(windows, now)
             except (RedisError, OSError, TimeoutError) as exc:
-                failure, decision = exc, self._on_failure(exc, windows, now)
+                self._health.failed("ratelimit", exc)
+                failure, decision = exc, self._on_failure(windows, now)
             else:
+                self._health.succeeded()
                 decision = _decision(reply, windows, now)
             span.set_attribute("rag.ratelimit.outcome", decision.outcome)
             self._telemetry.instruments.ratelimit_decisions.add(1, {"action": action, "outcome": decision.outcome})
@@ -202,12 +216,8 @@ class RateLimiter:
             raise self._refusal(decision)
         return decision
 
-    def _on_failure(self, exc: BaseException, windows: Sequence[Window], now: float) -> Decision:
-        logger.warning(
-            "rate limiter cannot reach its counters (%s): failing %s",
-            type(exc).__name__,
-            self._settings.rate_limit_failure_mode,
-        )
+    def _on_failure(self, windows: Sequence[Window], now: float) -> Decision:
+        """Redis failed or is known to be down (its health logs that once): the failure mode decides."""
         allowed = self._settings.rate_limit_failure_mode == "open"
         return Decision(allowed=allowed, outcome="error", windows=windows, counts=[], now=now)
 

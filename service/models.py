@@ -101,6 +101,8 @@ class ChatResponse(msgspec.Struct):
     model: str
     usage: Usage
     trace_id: str
+    cached: bool
+    """Whether the answer came from the answer cache (no LLM call was made for this request)."""
 
 
 class HealthCheck(msgspec.Struct):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -11,17 +12,18 @@ import msgspec
 import numpy as np
 
 from service.auth import Principal
+from service.cache import Cache, Lookup, SingleFlight, normalize_question
 from service.chunking import chunk_text
 from service.config import RagSettings
 from service.errors import BadRequest, Conflict, NotFound
 from service.models import ChatRequest, ChatResponse, Citation, DocumentCreated, Usage
 from service.pricing import PriceTable
-from service.providers import NO_ANSWER, Answer, Answerer, AnswerStream, Embedder, Passage
+from service.providers import NO_ANSWER, PROMPT_VERSION, Answer, Answerer, AnswerStream, Embedder, Passage
 from service.providers.base import Vectors, count_tokens
 from service.store import ChunkHit, DocumentRecord, KnowledgeBaseRecord, Store, new_id, now
 from telemetry import GenAICall, Telemetry, current_trace_id, genai_call, stage, update_request
 
-__all__ = ["AnswerDelta", "AnswerDone", "NewDocument", "RagPipeline", "reciprocal_rank_fusion"]
+__all__ = ["AnswerDelta", "AnswerDone", "AnswerRecord", "NewDocument", "RagPipeline", "reciprocal_rank_fusion"]
 
 RRF_K = 60
 _EMBED_BATCH = 128
@@ -44,6 +46,45 @@ class AnswerDone(msgspec.Struct, frozen=True):
     model: str
     usage: Usage
     trace_id: str
+    cached: bool
+
+
+class AnswerRecord(msgspec.Struct, frozen=True):
+    """An answer as the answer cache keeps it and as identical concurrent requests share it."""
+
+    answer: str
+    citations: list[Citation]
+    model: str
+    usage: Usage
+
+    @classmethod
+    def of(cls, answer: Answer, passages: Sequence[Passage]) -> AnswerRecord:
+        usage = Usage(input_tokens=answer.input_tokens, output_tokens=answer.output_tokens)
+        return cls(answer=answer.text, citations=_citations(passages, answer), model=answer.model, usage=usage)
+
+    def response(self, *, cached: bool) -> ChatResponse:
+        return ChatResponse(
+            answer=self.answer,
+            citations=self.citations,
+            model=self.model,
+            usage=self.usage,
+            trace_id=current_trace_id(),
+            cached=cached,
+        )
+
+    def done(self, *, cached: bool) -> AnswerDone:
+        return AnswerDone(
+            citations=self.citations, model=self.model, usage=self.usage, trace_id=current_trace_id(), cached=cached
+        )
+
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode_answer = msgspec.msgpack.Decoder(AnswerRecord).decode
+_decode_passages = msgspec.msgpack.Decoder(list[Passage]).decode
+
+
+def _flight_key(lookup: Lookup) -> str:
+    return f"{lookup.key}:{lookup.generation or ''}"
 
 
 def reciprocal_rank_fusion(rankings: Sequence[Sequence[ChunkHit]], limit: int) -> list[Passage]:
@@ -80,15 +121,18 @@ class RagPipeline:
         answerer: Answerer,
         settings: RagSettings,
         *,
+        cache: Cache,
         telemetry: Telemetry,
         prices: PriceTable,
     ) -> None:
         self.store = store
+        self.cache = cache
         self.embedder = embedder
         self.answerer = answerer
         self.settings = settings
         self.telemetry = telemetry
         self.prices = prices
+        self._flights: SingleFlight[AnswerRecord] = SingleFlight()
 
     # --- knowledge bases ---------------------------------------------------------------------------------
 
@@ -103,6 +147,11 @@ class RagPipeline:
             raise NotFound(f"No knowledge base {kb_id!r} in this tenant.")
         update_request(kb_id=record.id)
         return record
+
+    async def delete_knowledge_base(self, principal: Principal, kb_id: str) -> None:
+        await self.knowledge_base(principal, kb_id)
+        await self.store.delete_kb(principal.tenant_id, kb_id)
+        await self.cache.invalidate(principal.tenant_id, kb_id)
 
     async def _searchable(self, principal: Principal, kb_id: str) -> KnowledgeBaseRecord:
         record = await self.knowledge_base(principal, kb_id)
@@ -135,12 +184,19 @@ class RagPipeline:
         )
         with stage(self.telemetry, "ingest.write"):
             replaced = await self.store.write_document(principal.tenant_id, kb_id, record, chunks, vectors)
+        await self.cache.invalidate(principal.tenant_id, kb_id)
         instruments = self.telemetry.instruments
         tenant = {"tenant": instruments.tenant_label(principal.tenant_id)}
         instruments.ingested_documents.add(1, tenant)
         instruments.ingested_chunks.add(len(chunks), tenant)
         instruments.ingested_bytes.add(record.bytes, tenant)
         return DocumentCreated(document_id=record.document_id, chunks=len(chunks), replaced=replaced)
+
+    async def delete_document(self, principal: Principal, kb_id: str, document_id: str) -> None:
+        await self.knowledge_base(principal, kb_id)
+        if not await self.store.delete_document(principal.tenant_id, kb_id, document_id):
+            raise NotFound(f"No document {document_id!r} in knowledge base {kb_id!r}.")
+        await self.cache.invalidate(principal.tenant_id, kb_id)
 
     async def _embed_all(self, texts: Sequence[str], tenant_id: str) -> Vectors:
         batches = [texts[i : i + _EMBED_BATCH] for i in range(0, len(texts), _EMBED_BATCH)]
@@ -166,39 +222,29 @@ class RagPipeline:
 
     # --- retrieval and answers ----------------------------------------------------------------------------
 
-    async def retrieve(self, principal: Principal, kb_id: str, question: str, top_k: int) -> list[Passage]:
-        update_request(kb_id=kb_id, question_length=len(question))
-        await self._searchable(principal, kb_id)
-        started = time.perf_counter()
-        with stage(self.telemetry, "rag.retrieve", **{"rag.top_k": top_k}) as span:
-            vector = (await self._embed([question], principal.tenant_id))[0]
-            candidates = min(top_k * 3, 100)
-            vector_hits, text_hits = await self.store.hybrid_search(
-                principal.tenant_id, kb_id, vector, question, candidates
-            )
-            with stage(self.telemetry, "rag.fusion"):
-                relevant = [hit for hit in vector_hits if hit.score >= self.settings.min_similarity]
-                passages = reciprocal_rank_fusion([relevant, text_hits], top_k)
-            span.set_attribute("rag.retrieval.results", len(passages))
-        instruments = self.telemetry.instruments
-        instruments.retrieval_duration.record(time.perf_counter() - started)
-        instruments.retrieval_results.record(len(passages))
-        return passages
-
     async def chat(self, principal: Principal, request: ChatRequest) -> ChatResponse:
-        passages = await self.retrieve(principal, request.kb_id, request.question, self._top_k(request))
-        answer = await self._answer(principal, request.question, passages) if passages else self._no_answer()
-        return ChatResponse(
-            answer=answer.text,
-            citations=_citations(passages, answer),
-            model=answer.model,
-            usage=Usage(input_tokens=answer.input_tokens, output_tokens=answer.output_tokens),
-            trace_id=current_trace_id(),
-        )
+        """The answer, from the answer cache or computed (once for identical concurrent questions)."""
+        lookup = await self._lookup_answer(principal, request)
+        if lookup.value is not None:
+            return _decode_answer(lookup.value).response(cached=True)
+        record = await self._flights.run(_flight_key(lookup), lambda: self._compute_answer(principal, request, lookup))
+        return record.response(cached=False)
 
     async def chat_events(self, principal: Principal, request: ChatRequest) -> AsyncIterator[AnswerDelta | AnswerDone]:
-        """Deltas of the answer, then one :class:`AnswerDone`; closing the iterator stops the LLM call."""
-        passages = await self.retrieve(principal, request.kb_id, request.question, self._top_k(request))
+        """Deltas of the answer, then one :class:`AnswerDone`; closing the iterator stops the LLM call.
+
+        A cached answer, or one that an identical request is computing already, arrives as a single delta.
+        """
+        lookup = await self._lookup_answer(principal, request)
+        shared = self._flights.in_flight(_flight_key(lookup)) if lookup.value is None else None
+        if lookup.value is not None or shared is not None:
+            record = _decode_answer(lookup.value) if lookup.value is not None else await self._join(shared)
+            yield AnswerDelta(record.answer)
+            yield record.done(cached=lookup.value is not None)
+            return
+        await self._searchable(principal, request.kb_id)
+        generation = await self.cache.current_generation(lookup)
+        passages = await self._retrieve(principal, request, generation)
         if not passages:
             answer = self._no_answer()
             yield AnswerDelta(answer.text)
@@ -225,12 +271,88 @@ class RagPipeline:
             if stream.result is None:
                 return
             answer = stream.result
-        yield AnswerDone(
-            citations=_citations(passages, answer),
-            model=answer.model,
-            usage=Usage(input_tokens=answer.input_tokens, output_tokens=answer.output_tokens),
-            trace_id=current_trace_id(),
+        record = AnswerRecord.of(answer, passages)
+        await self.cache.store(lookup, _encode(record), generation)
+        yield record.done(cached=False)
+
+    async def _lookup_answer(self, principal: Principal, request: ChatRequest) -> Lookup:
+        update_request(kb_id=request.kb_id, question_length=len(request.question))
+        answerer = self.answerer
+        parts = [
+            normalize_question(request.question),
+            str(self._top_k(request)),
+            self.embedder.model,
+            f"{answerer.provider}/{answerer.model}",
+            PROMPT_VERSION,
+            str(self.settings.min_similarity),
+        ]
+        lookup = await self.cache.lookup("answers", principal.tenant_id, parts, kb_id=request.kb_id)
+        update_request(cache=lookup.outcome)
+        return lookup
+
+    async def _compute_answer(self, principal: Principal, request: ChatRequest, lookup: Lookup) -> AnswerRecord:
+        # The knowledge base is checked before a generation is started for it, so unknown ids leave no key.
+        await self._searchable(principal, request.kb_id)
+        generation = await self.cache.current_generation(lookup)
+        passages = await self._retrieve(principal, request, generation)
+        answer = await self._answer(principal, request.question, passages) if passages else self._no_answer()
+        record = AnswerRecord.of(answer, passages)
+        await self.cache.store(lookup, _encode(record), generation)
+        return record
+
+    async def _join(self, flight: asyncio.Task[AnswerRecord] | None) -> AnswerRecord:
+        """Wait for an identical request's answer (in a span, so the wait shows in this request's trace)."""
+        assert flight is not None
+        with stage(self.telemetry, "rag.singleflight.wait"):
+            return await asyncio.shield(flight)
+
+    async def _retrieve(self, principal: Principal, request: ChatRequest, generation: str | None) -> list[Passage]:
+        """Passages for the question, from the retrieval cache or by hybrid search; the knowledge base is
+        known to exist and to match the embedder (see :meth:`_searchable`)."""
+        top_k = self._top_k(request)
+        started = time.perf_counter()
+        with stage(self.telemetry, "rag.retrieve", **{"rag.top_k": top_k}) as span:
+            parts = [
+                normalize_question(request.question),
+                str(top_k),
+                self.embedder.model,
+                str(self.settings.min_similarity),
+            ]
+            lookup = await self.cache.lookup(
+                "retrieval", principal.tenant_id, parts, kb_id=request.kb_id, generation=generation
+            )
+            if lookup.value is not None:
+                passages = _decode_passages(lookup.value)
+            else:
+                generation = await self.cache.current_generation(lookup)
+                passages = await self._search(principal, request.kb_id, request.question, top_k)
+                await self.cache.store(lookup, _encode(passages), generation)
+            span.set_attribute("rag.retrieval.results", len(passages))
+        instruments = self.telemetry.instruments
+        instruments.retrieval_duration.record(time.perf_counter() - started)
+        instruments.retrieval_results.record(len(passages))
+        return passages
+
+    async def _search(self, principal: Principal, kb_id: str, question: str, top_k: int) -> list[Passage]:
+        vector = await self._embed_question(principal, question)
+        candidates = min(top_k * 3, 100)
+        vector_hits, text_hits = await self.store.hybrid_search(
+            principal.tenant_id, kb_id, vector, question, candidates
         )
+        with stage(self.telemetry, "rag.fusion"):
+            relevant = [hit for hit in vector_hits if hit.score >= self.settings.min_similarity]
+            return reciprocal_rank_fusion([relevant, text_hits], top_k)
+
+    async def _embed_question(self, principal: Principal, question: str) -> Vectors:
+        embedder = self.embedder
+        parts = [embedder.model, str(embedder.dimensions), question]
+        lookup = await self.cache.lookup("embeddings", principal.tenant_id, parts)
+        if lookup.value is not None and len(lookup.value) == embedder.dimensions * 4:
+            cached: Vectors = np.frombuffer(lookup.value, dtype=np.float32)
+            return cached
+        vector: Vectors = (await self._embed([question], principal.tenant_id))[0].astype(np.float32)
+        await self.cache.store(lookup, vector.tobytes())
+        return vector
 
     async def _answer(self, principal: Principal, question: str, passages: Sequence[Passage]) -> Answer:
         call = self._chat_call(principal, question)

@@ -9,9 +9,10 @@ from service.models import HealthCheck, Readiness
 from service.rag import RagPipeline
 from service.shared_state import SharedState
 
-__all__ = ["check_readiness"]
+__all__ = ["check_readiness", "monitor_readiness"]
 
 _CHECK_TIMEOUT_S = 2.0
+MONITOR_INTERVAL_S = 15.0
 
 
 async def check_readiness(pipeline: RagPipeline, settings: Settings, shared: SharedState) -> Readiness:
@@ -22,9 +23,19 @@ async def check_readiness(pipeline: RagPipeline, settings: Settings, shared: Sha
         "llm": _check_llm_config(settings),
         "redis": await _check_redis(shared),
     }
+    dependencies = pipeline.telemetry.instruments.dependencies
+    dependencies.set("lancedb", checks["lancedb"].status == "ok")
+    dependencies.set("llm", checks["llm"].status == "ok")
     if checks["lancedb"].status != "ok" or checks["llm"].status != "ok":
         return Readiness(status="unavailable", checks=checks)
     return Readiness(status="ok" if checks["redis"].status == "ok" else "degraded", checks=checks)
+
+
+async def monitor_readiness(pipeline: RagPipeline, settings: Settings, shared: SharedState) -> None:
+    """Run the checks every 15 s, so ``rag_dependency_up`` stays current when nothing probes ``/health/ready``."""
+    while True:
+        await check_readiness(pipeline, settings, shared)
+        await asyncio.sleep(MONITOR_INTERVAL_S)
 
 
 async def _check_redis(shared: SharedState) -> HealthCheck:

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
-__all__ = ["Instruments", "TenantLabels"]
+__all__ = ["ActiveTenants", "DependencyStatus", "Instruments", "TenantLabels"]
 
 # Milliseconds to a second: cache lookups, vector and full-text queries.
 FAST_BUCKETS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]
@@ -22,6 +22,7 @@ SLOW_BUCKETS_S = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10
 TOKEN_BUCKETS = [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304]
 COUNT_BUCKETS = [0, 1, 2, 3, 5, 10, 20, 50, 100]
 ACTIVE_WINDOW_S = 300.0
+PUBLISHED_COUNT_MAX_AGE_S = 120.0
 
 
 class TenantLabels:
@@ -47,26 +48,59 @@ class TenantLabels:
 
 
 class ActiveTenants:
-    """Distinct tenants seen in the last five minutes by this process."""
+    """Distinct tenants seen in the last five minutes.
+
+    Alone, a process counts the tenants it saw itself. Replicas sharing Redis instead :meth:`publish` the
+    count over all of them (see ``service.shared_state``); a published count older than two minutes is not
+    reported at all, rather than reported stale.
+    """
 
     def __init__(self) -> None:
         self._last_seen: dict[str, float] = {}
+        self._published: tuple[int, float] | None = None
 
     def seen(self, tenant_id: str) -> None:
-        self._last_seen[tenant_id] = time.monotonic()
+        self._last_seen[tenant_id] = time.time()
 
-    def observe(self, _: CallbackOptions) -> Iterable[Observation]:
-        horizon = time.monotonic() - ACTIVE_WINDOW_S
+    def recent(self) -> dict[str, float]:
+        """Tenant → when this process last saw it (Unix seconds), for the last five minutes."""
+        horizon = time.time() - ACTIVE_WINDOW_S
         for tenant_id, seen_at in list(self._last_seen.items()):
             if seen_at < horizon:
                 self._last_seen.pop(tenant_id, None)
-        yield Observation(len(self._last_seen))
+        return dict(self._last_seen)
+
+    def publish(self, count: int) -> None:
+        self._published = (count, time.monotonic())
+
+    def observe(self, _: CallbackOptions) -> Iterable[Observation]:
+        if self._published is None:
+            yield Observation(len(self.recent()))
+            return
+        count, published_at = self._published
+        if time.monotonic() - published_at < PUBLISHED_COUNT_MAX_AGE_S:
+            yield Observation(count)
+
+
+class DependencyStatus:
+    """Whether each dependency (``lancedb``, ``llm``, ``redis``) answered when last checked: 1 or 0."""
+
+    def __init__(self) -> None:
+        self._up: dict[str, int] = {}
+
+    def set(self, dependency: str, up: bool) -> None:
+        self._up[dependency] = int(up)
+
+    def observe(self, _: CallbackOptions) -> Iterable[Observation]:
+        for dependency, up in list(self._up.items()):
+            yield Observation(up, {"dependency": dependency})
 
 
 class Instruments:
     def __init__(self, meter: Meter, tenant_label_limit: int) -> None:
         self.tenant_label = TenantLabels(tenant_label_limit)
         self.active_tenants = ActiveTenants()
+        self.dependencies = DependencyStatus()
         # --- the enterprise guide's names -------------------------------------------------------------------
         self.requests = meter.create_counter("rag_requests", description="HTTP requests by route and status")
         self.request_duration = meter.create_histogram(
@@ -126,6 +160,17 @@ class Instruments:
         )
         self.ratelimit_decisions = meter.create_counter(
             "rag.ratelimit.decisions", description="Rate-limit decisions by action and outcome"
+        )
+        self.cache_lookups = meter.create_counter(
+            "rag.cache.lookups", description="Cache lookups by cache and outcome (hit, miss, error)"
+        )
+        self.redis_errors = meter.create_counter(
+            "rag.redis.errors", description="Redis commands that failed or were skipped while Redis was down"
+        )
+        meter.create_observable_gauge(
+            "rag.dependency.up",
+            callbacks=[self.dependencies.observe],
+            description="1 when the dependency answered its last check, else 0",
         )
         self.export_failures = meter.create_counter(
             "rag.telemetry.export_failures",

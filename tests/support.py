@@ -78,17 +78,18 @@ def free_port() -> int:
         return port
 
 
+GENEROUS_LIMITS = {
+    "RAGWATCH_RATE_LIMIT_PER_MINUTE": "1000000",
+    "RAGWATCH_RATE_LIMIT_PER_HOUR": "1000000",
+    "RAGWATCH_RATE_LIMIT_TENANT_PER_MINUTE": "1000000",
+    "RAGWATCH_RATE_LIMIT_TENANT_PER_HOUR": "1000000",
+}
+"""Limits every test stays under: the limiter runs on every request, and its own tests set small ones."""
+
+
 def make_settings(data_dir: Path, **env: str) -> Settings:
     """Settings as the service would read them from an environment holding ``env``."""
-    base = {
-        "RAGWATCH_DATA_DIR": str(data_dir),
-        "RAGWATCH_JWT_SECRET": JWT_SECRET,
-        # Limits every test stays under: the limiter runs on every request, and its own tests set small ones.
-        "RAGWATCH_RATE_LIMIT_PER_MINUTE": "1000000",
-        "RAGWATCH_RATE_LIMIT_PER_HOUR": "1000000",
-        "RAGWATCH_RATE_LIMIT_TENANT_PER_MINUTE": "1000000",
-        "RAGWATCH_RATE_LIMIT_TENANT_PER_HOUR": "1000000",
-    }
+    base = {"RAGWATCH_DATA_DIR": str(data_dir), "RAGWATCH_JWT_SECRET": JWT_SECRET, **GENEROUS_LIMITS}
     return load_settings({**base, **env})
 
 

@@ -200,6 +200,4 @@ class DocumentController(Controller):
         principal: NamedDependency[Principal],
         pipeline: NamedDependency[RagPipeline],
     ) -> None:
-        await pipeline.knowledge_base(principal, kb_id)
-        if not await pipeline.store.delete_document(principal.tenant_id, kb_id, document_id):
-            raise NotFound(f"No document {document_id!r} in knowledge base {kb_id!r}.")
+        await pipeline.delete_document(principal, kb_id, document_id)

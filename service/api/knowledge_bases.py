@@ -71,5 +71,4 @@ class KnowledgeBaseController(Controller):
     async def remove(
         self, kb_id: FromPath[str], principal: NamedDependency[Principal], pipeline: NamedDependency[RagPipeline]
     ) -> None:
-        await pipeline.knowledge_base(principal, kb_id)
-        await pipeline.store.delete_kb(principal.tenant_id, kb_id)
+        await pipeline.delete_knowledge_base(principal, kb_id)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
 from service.config import Settings
-from service.providers.base import Answer, Answerer, AnswerStream, Embedder, Passage
+from service.providers.base import PROMPT_VERSION, Answer, Answerer, AnswerStream, Embedder, Passage
 from service.providers.offline import NO_ANSWER, ExtractiveAnswerer, HashingEmbedder
 from service.providers.openai import OpenAIAnswerer, OpenAIEmbedder
 from telemetry import Telemetry
@@ -15,6 +15,7 @@ from telemetry.http import instrument_http_client
 
 __all__ = [
     "NO_ANSWER",
+    "PROMPT_VERSION",
     "Answer",
     "AnswerStream",
     "Answerer",

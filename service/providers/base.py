@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
@@ -11,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "PROMPT_VERSION",
     "SYSTEM_PROMPT",
     "Answer",
     "AnswerStream",
@@ -100,3 +102,13 @@ def normalize_rows(vectors: Vectors) -> Vectors:
 def build_user_prompt(question: str, passages: Sequence[Passage]) -> str:
     context = "\n\n".join(f"[{n}] {p.title}\n{p.text}" for n, p in enumerate(passages, start=1))
     return f"Context passages:\n\n{context}\n\nQuestion: {question}"
+
+
+def _prompt_version() -> str:
+    """A digest of the system prompt and of a sample user prompt: changes whenever either one does."""
+    sample = build_user_prompt("question", [Passage("document", "chunk", "title", "text", 1.0)])
+    return hashlib.sha256(f"{SYSTEM_PROMPT}\x1f{sample}".encode()).hexdigest()[:12]
+
+
+PROMPT_VERSION = _prompt_version()
+"""Part of every answer-cache key, so answers made from an older prompt are never served for a newer one."""

@@ -9,13 +9,18 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.support import auth, serving_processes
+from tests.support import GENEROUS_LIMITS, RedisServer, auth, serving_processes
 
 
 @pytest.fixture(scope="module")
-def two_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Client, httpx.Client]]:
-    """Two `ragwatch serve` processes on one data directory, each with its own client for tenant acme."""
-    with serving_processes(2, tmp_path_factory.mktemp("shared")) as started:
+def two_processes(
+    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
+) -> Iterator[tuple[httpx.Client, httpx.Client]]:
+    """Two `ragwatch serve` processes on one data directory and one Redis, as the README asks of replicas,
+    each with its own client for tenant acme."""
+    with serving_processes(
+        2, tmp_path_factory.mktemp("shared"), RAGWATCH_REDIS_URL=redis_server.url, **GENEROUS_LIMITS
+    ) as started:
         clients = [running.client(auth()) for running in started]
         yield clients[0], clients[1]
         for client in clients:

@@ -544,8 +544,9 @@ def error_decisions(client: httpx.Client, action: str) -> float:
     )
 
 
-def limiter_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "ragwatch.limits" and r.levelno == logging.WARNING]
+def outage_errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The error lines that report Redis going away (one per outage, not one per request)."""
+    return [r.getMessage() for r in caplog.records if r.name == "ragwatch.redis" and r.levelno == logging.ERROR]
 
 
 @contextmanager
@@ -558,7 +559,7 @@ def alice_after_redis_stopped(
         tmp_path / "data", RAGWATCH_REDIS_URL=own_redis.url, RAGWATCH_RATE_LIMIT_PER_MINUTE="2", **env
     )
     with (
-        caplog.at_level(logging.WARNING, logger="ragwatch.limits"),
+        caplog.at_level(logging.WARNING, logger="ragwatch.redis"),
         live_server(settings) as server,
         clients(server, ("acme", "alice")) as (alice,),
     ):
@@ -573,7 +574,7 @@ def test_while_redis_is_down_failing_open_lets_requests_through_uncounted_and_sa
     own_redis: RedisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Failure mode open (the default): chat and ingest answer without RateLimit headers, even past the limit;
-    readiness is 200 ``degraded`` on redis; ``outcome="error"`` decisions are counted and a warning logged."""
+    readiness is 200 ``degraded`` on redis; ``outcome="error"`` decisions are counted and one error line logged."""
     with alice_after_redis_stopped(own_redis, tmp_path, caplog) as (alice, kb_id, before):
         chats = [chat(alice, kb_id) for _ in range(4)]
         ingested = post_document(alice, kb_id)
@@ -592,7 +593,8 @@ def test_while_redis_is_down_failing_open_lets_requests_through_uncounted_and_sa
     assert readiness.json()["checks"]["redis"]["status"] == "degraded"
     assert readiness.json()["checks"]["lancedb"]["status"] == "ok"
     assert (chat_errors, ingest_errors) == (4, 1)
-    assert any("failing open" in message for message in limiter_warnings(caplog))
+    assert len(outage_errors(caplog)) == 1
+    assert "rate limiter is failing open" in outage_errors(caplog)[0]
 
 
 def test_while_redis_is_down_failing_closed_refuses_limited_requests_with_a_503_problem(
@@ -619,7 +621,8 @@ def test_while_redis_is_down_failing_closed_refuses_limited_requests_with_a_503_
     assert readiness.status_code == 200
     assert readiness.json()["status"] == "degraded"
     assert chat_errors == 3
-    assert any("failing closed" in message for message in limiter_warnings(caplog))
+    assert len(outage_errors(caplog)) == 1
+    assert "rate limiter is failing closed" in outage_errors(caplog)[0]
 
 
 @pytest.mark.parametrize("failure_mode", ["open", "closed"])

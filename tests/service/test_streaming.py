@@ -65,7 +65,7 @@ def _assert_well_formed(events: list[Event]) -> tuple[str, dict[str, Any]]:
     for event in events[:-1]:
         assert set(event.data) == {"text"}
     done = events[-1].data
-    assert set(done) == {"citations", "model", "usage", "trace_id"}
+    assert set(done) == {"citations", "model", "usage", "trace_id", "cached"}
     return "".join(event.data["text"] for event in events[:-1]), done
 
 
@@ -83,9 +83,9 @@ def test_a_streamed_answer_is_the_same_answer_in_delta_events_then_one_done(
     admin: httpx.Client, kb_id: str, body: dict[str, Any], headers: dict[str, str]
 ) -> None:
     ingest(admin, kb_id, title="Handbook", text=HANDBOOK)
-    whole = admin.post("/v1/chat", json={"kb_id": kb_id, "question": QUESTION}).json()
 
     response = admin.post("/v1/chat", json={"kb_id": kb_id, "question": QUESTION, **body}, headers=headers)
+    whole = admin.post("/v1/chat", json={"kb_id": kb_id, "question": QUESTION}).json()
 
     events = _events(response)
     assert response.headers["cache-control"] == "no-cache"

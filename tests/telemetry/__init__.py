@@ -42,6 +42,8 @@ __all__ = [
 ]
 
 QUESTION = "How many days of paid vacation does an employee get?"
+OTHER_QUESTION = "When do unused vacation days expire?"
+"""A second question the handbook answers, for a request that must not be answered from the cache."""
 TRACEPARENT = re.compile(r"00-(?P<trace_id>[0-9a-f]{32})-(?P<span_id>[0-9a-f]{16})-(?P<flags>[0-9a-f]{2})")
 """A W3C ``traceparent`` (and ``traceresponse``) value of version 00."""
 

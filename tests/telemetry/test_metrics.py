@@ -29,6 +29,7 @@ from tests.fake_openai import openai_env as fake_openai_env
 from tests.support import (
     HANDBOOK,
     JWT_SECRET,
+    RedisServer,
     auth,
     create_kb,
     free_port,
@@ -46,6 +47,7 @@ IGNORED_LABELS = frozenset({"otel_scope_name", "otel_scope_version", "otel_scope
 TENANTS = ("tenant-a", "tenant-b", "tenant-c", "tenant-d")
 TENANT_LIMIT = 2
 QUESTION = "How many days of paid vacation does an employee get?"
+OTHER_QUESTION = "When are travel expenses reimbursed?"
 ROUTES = frozenset(
     {
         "/v1/knowledge-bases",
@@ -152,8 +154,9 @@ def _script(client: httpx.Client, *, full: bool, fail_next_chat: object) -> list
     assert client.get(documents).status_code == 200
     assert client.get(f"{documents}/{document_id}").status_code == 200
     assert client.post("/v1/chat", json={**ask, "stream": True}).status_code == 200
+    assert client.post("/v1/chat", json=ask).json()["cached"] is True
     fail_next_chat()  # type: ignore[operator]
-    assert client.post("/v1/chat", json=ask).status_code == 502
+    assert client.post("/v1/chat", json={**ask, "question": OTHER_QUESTION}).status_code == 502
     assert client.get("/v1/knowledge-bases/kb_missing").status_code == 404
     assert client.delete(f"{documents}/{uploaded.json()['document_id']}").status_code == 204
     assert client.get("/health/live").status_code == 200
@@ -162,8 +165,9 @@ def _script(client: httpx.Client, *, full: bool, fail_next_chat: object) -> list
 
 
 @pytest.fixture(scope="module")
-def traffic(tmp_path_factory: pytest.TempPathFactory) -> Traffic:
-    """The service with OpenAI-compatible providers and a dead OTLP endpoint, after traffic on every path."""
+def traffic(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer) -> Traffic:
+    """The service with OpenAI-compatible providers, Redis (a database of its own, so that no other test's
+    tenants count as active) and a dead OTLP endpoint, after traffic on every path."""
     with pytest.MonkeyPatch.context() as env, running_fake_openai() as fake:
         for name in [name for name in os.environ if name.startswith("OTEL_")]:
             env.delenv(name)
@@ -174,6 +178,7 @@ def traffic(tmp_path_factory: pytest.TempPathFactory) -> Traffic:
         settings = make_settings(
             tmp_path_factory.mktemp("metrics"),
             **fake_openai_env(fake.base_url, RAGWATCH_METRICS_TENANT_LIMIT=str(TENANT_LIMIT)),
+            RAGWATCH_REDIS_URL=redis_server.url.removesuffix("/0") + "/7",
         )
         raw_ids: list[str] = []
         telemetry = setup_telemetry(telemetry_options(settings))
@@ -186,12 +191,14 @@ def traffic(tmp_path_factory: pytest.TempPathFactory) -> Traffic:
                     )
             with server.client() as scraper:
 
-                def failures_counted() -> str | None:
+                def settled() -> str | None:
                     text = scraper.get("/metrics").text
-                    signals = label_values(parse_exposition(text), "signal")
-                    return text if {"traces", "metrics", "logs"} <= signals else None
+                    families = parse_exposition(text)
+                    exported = {"traces", "metrics", "logs"} <= label_values(families, "signal")
+                    active = "rag_active_tenants" in families and total(families["rag_active_tenants"]) == len(TENANTS)
+                    return text if exported and active else None
 
-                text = wait_until(failures_counted, what="export failures of traces, metrics and logs")
+                text = wait_until(settled, what="export failures of each signal, and the tenants published")
         telemetry.shutdown()
     return Traffic(text, parse_exposition(text), raw_ids)
 

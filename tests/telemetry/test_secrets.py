@@ -73,14 +73,15 @@ def test_no_token_api_key_or_jwt_secret_reaches_spans_metrics_or_logs(
     with serve(recorder, **env) as (server, _), server.client({"Authorization": f"Bearer {valid}"}) as client:
         kb_id = create_kb(client, "handbook")
         ingest(client, kb_id, title="Handbook", text=HANDBOOK)
+        # Each question differs from the ones before, so that none is answered from the cache.
         answered = client.post("/v1/chat", json={"kb_id": kb_id, "question": QUESTION})
-        streamed = client.post("/v1/chat", json={"kb_id": kb_id, "question": QUESTION, "stream": True})
+        streamed = client.post("/v1/chat", json={"kb_id": kb_id, "question": f"{QUESTION} (2)", "stream": True})
         fake_openai.fail_next(status=500, path=CHAT)
-        llm_down = client.post("/v1/chat", json={"kb_id": kb_id, "question": QUESTION})
+        llm_down = client.post("/v1/chat", json={"kb_id": kb_id, "question": f"{QUESTION} (3)"})
         fake_openai.fail_next(status=401, path=EMBEDDINGS)  # the provider refuses our key
-        key_refused = client.post("/v1/chat", json={"kb_id": kb_id, "question": QUESTION})
+        key_refused = client.post("/v1/chat", json={"kb_id": kb_id, "question": f"{QUESTION} (4)"})
         fake_openai.fail_next(status=429, path=CHAT, retry_after="7")
-        throttled = client.post("/v1/chat", json={"kb_id": kb_id, "question": QUESTION, "stream": True})
+        throttled = client.post("/v1/chat", json={"kb_id": kb_id, "question": f"{QUESTION} (5)", "stream": True})
         fake_openai.fail_next(status=500, path=EMBEDDINGS)
         ingest_failed = client.post(documents_url(kb_id), json={"title": "Again", "text": HANDBOOK})
         refusals = {

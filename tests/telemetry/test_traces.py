@@ -20,6 +20,7 @@ from service.app import telemetry_options
 from tests.fake_openai import CHAT, EMBEDDINGS, FAKE_MODEL, FakeOpenAI, fake_openai, openai_env
 from tests.support import HANDBOOK, assert_problem, documents_url, make_settings, token
 from tests.telemetry import (
+    OTHER_QUESTION,
     QUESTION,
     TRACEPARENT,
     Recorder,
@@ -68,6 +69,7 @@ def test_a_chat_request_is_one_trace_of_authentication_retrieval_and_answer(reco
     assert trace.child_names(server) == [
         "authenticate",
         "rate_limit",
+        "cache.get",
         "select knowledge_bases",
         "rag.retrieve",
         "chat extractive",
@@ -85,12 +87,19 @@ def test_a_chat_request_is_one_trace_of_authentication_retrieval_and_answer(reco
     rate_limit = trace.named("rate_limit")
     assert attributes(rate_limit) == {"rag.ratelimit.action": "chat", "rag.ratelimit.outcome": "allowed"}
 
+    answers_lookup = trace.children(server)[2]
+    assert attributes(answers_lookup) == {"rag.cache.name": "answers", "rag.cache.outcome": "miss"}
+
     retrieve = trace.named("rag.retrieve")
     assert attributes(retrieve) == {"rag.top_k": 5, "rag.retrieval.results": len(body["citations"])}
-    first, *searches, last = trace.child_names(retrieve)
-    assert first == "embeddings hashing-384"  # the question is embedded before the searches that need it
-    assert sorted(searches) == ["full_text_search chunks", "vector_search chunks"]
-    assert last == "rag.fusion"
+    retrieval_lookup, *searches, fusion = trace.children(retrieve)
+    assert attributes(retrieval_lookup) == {"rag.cache.name": "retrieval", "rag.cache.outcome": "miss"}
+    assert fusion.name == "rag.fusion"
+    # The question is looked up in the embeddings cache and embedded before the searches that need it.
+    embedding_lookup, embed_question, *queries = searches
+    assert attributes(embedding_lookup) == {"rag.cache.name": "embeddings", "rag.cache.outcome": "miss"}
+    assert embed_question.name == "embeddings hashing-384"
+    assert sorted(query.name for query in queries) == ["full_text_search chunks", "vector_search chunks"]
 
     embed = trace.named("embeddings hashing-384")
     assert embed.kind is SpanKind.INTERNAL  # the offline embedder runs in the process
@@ -124,6 +133,27 @@ def test_a_chat_request_is_one_trace_of_authentication_retrieval_and_answer(reco
         "gen_ai.response.finish_reasons": ("stop",),
     }
     assert trace.children(answer) == []
+
+
+def test_a_cached_answer_is_a_trace_of_authentication_rate_limit_and_one_cache_hit_without_an_llm_call(
+    recorder: Recorder, serve: Serve
+) -> None:
+    with serve(recorder) as (_, client):
+        kb_id = kb_with_handbook(client)
+        first = client.post("/v1/chat", json=_chat(kb_id=kb_id))
+        again = client.post(
+            "/v1/chat", json=_chat("  how MANY days of paid vacation does an employee get? ", kb_id=kb_id)
+        )
+
+    assert again.status_code == 200, again.text
+    assert again.json()["cached"] is True
+    assert again.json()["answer"] == first.json()["answer"]
+    trace = recorder.trace(again.json()["trace_id"])
+    assert trace.is_one_tree()
+    assert trace.child_names(trace.server) == ["authenticate", "rate_limit", "cache.get"]
+    lookup = trace.children(trace.server)[2]
+    assert attributes(lookup) == {"rag.cache.name": "answers", "rag.cache.outcome": "hit"}
+    assert [span.name for span in trace.spans if span.name.startswith(("chat ", "embeddings "))] == []
 
 
 def test_the_trace_id_of_the_answer_is_the_one_of_its_traceresponse_header(recorder: Recorder, serve: Serve) -> None:
@@ -178,7 +208,7 @@ def test_a_streamed_answer_is_a_chat_span_below_the_server_span_and_times_its_fi
         kb_id = kb_with_handbook(client)
         whole = client.post("/v1/chat", json=_chat(kb_id=kb_id))
         assert recorder.histogram("rag.llm.time_to_first_token") == (0, 0.0)  # not for an answer sent whole
-        streamed = client.post("/v1/chat", json=_chat(kb_id=kb_id, stream=True))
+        streamed = client.post("/v1/chat", json=_chat(OTHER_QUESTION, kb_id=kb_id, stream=True))
 
     assert whole.status_code == 200, whole.text
     assert streamed.status_code == 200, streamed.text
@@ -259,6 +289,7 @@ def test_an_llm_provider_error_is_an_error_chat_span_a_502_server_span_and_a_cou
     assert trace.child_names(server) == [
         "authenticate",
         "rate_limit",
+        "cache.get",
         "select knowledge_bases",
         "rag.retrieve",
         "chat gpt-4o-mini",
@@ -557,16 +588,16 @@ def test_capture_content_puts_question_and_answer_on_the_chat_span_only(
     with serve(recorder) as (_, client):
         kb_id = kb_with_handbook(client)
         whole = client.post("/v1/chat", json=_chat(kb_id=kb_id))
-        streamed = client.post("/v1/chat", json=_chat(kb_id=kb_id, stream=True))
+        streamed = client.post("/v1/chat", json=_chat(OTHER_QUESTION, kb_id=kb_id, stream=True))
 
     streamed_text = "".join(json.loads(data)["text"] for name, data in sse_events(streamed.text) if name == "delta")
     done = json.loads(sse_events(streamed.text)[-1][1])
-    for trace, answer in (
-        (recorder.trace(whole.json()["trace_id"]), whole.json()["answer"]),
-        (recorder.trace(done["trace_id"]), streamed_text),
+    for trace, question, answer in (
+        (recorder.trace(whole.json()["trace_id"]), QUESTION, whole.json()["answer"]),
+        (recorder.trace(done["trace_id"]), OTHER_QUESTION, streamed_text),
     ):
         chat = trace.named("chat extractive")
-        assert json.loads(attributes(chat)["gen_ai.input.messages"]) == [{"role": "user", "content": QUESTION}]
+        assert json.loads(attributes(chat)["gen_ai.input.messages"]) == [{"role": "user", "content": question}]
         assert json.loads(attributes(chat)["gen_ai.output.messages"]) == [{"role": "assistant", "content": answer}]
         others = [span for span in trace.spans if span is not chat]
         assert all(QUESTION not in json.dumps(attributes(span), default=str) for span in others)

@@ -1,0 +1,364 @@
+"""Caches of question embeddings, retrieved passages and answers, in Redis or in this process.
+
+Keys. Every key is ``rw:c:{<tenant>}:<cache>:<digest>``: the tenant's namespace, then a SHA-256 of all that
+decides the value (cache, tenant, knowledge base, normalized question, ``top_k``, models, prompt version). No
+question or document text is ever part of a key, and keys are built from the authenticated tenant only, so
+no request can reach another tenant's entries.
+
+Freshness. Each knowledge base has a *generation*, a random token under ``rw:c:{<tenant>}:gen:<kb>`` that is
+replaced whenever one of its documents is written or deleted (and expires after the longest entry TTL).
+Retrieval and answer entries record the generation they were computed in, and a lookup reads the generation
+and the entry in one ``MGET``: an entry of an older generation is a miss. A random token rather than a
+counter, so that a generation lost with Redis's memory starts afresh instead of counting up to an old value.
+
+Integrity. Each entry carries its own key, checked on every read, so a reply that reached the wrong request
+(the failure behind redis-py CVE-2023-28858) is never served: it counts as an error and is ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import secrets
+import time
+import unicodedata
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Generic, Literal, Protocol, TypeVar
+
+import msgspec
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from service.config import CacheSettings
+from telemetry import Telemetry, stage
+
+if TYPE_CHECKING:
+    from service.shared_state import RedisHealth
+
+__all__ = [
+    "Cache",
+    "CacheBackend",
+    "CacheName",
+    "Lookup",
+    "MemoryCacheBackend",
+    "RedisCacheBackend",
+    "SingleFlight",
+    "normalize_question",
+]
+
+logger = logging.getLogger("ragwatch.cache")
+CacheName = Literal["embeddings", "retrieval", "answers"]
+Outcome = Literal["hit", "miss", "error", "off"]
+REDIS_ERRORS = (RedisError, OSError, TimeoutError)
+RETRY_INTERVAL_S = 0.5
+T = TypeVar("T")
+
+
+def normalize_question(question: str) -> str:
+    """The form questions are cached under: Unicode NFKC, case-folded, whitespace collapsed."""
+    return " ".join(unicodedata.normalize("NFKC", question).casefold().split())
+
+
+class Entry(msgspec.Struct, array_like=True, frozen=True):
+    key: str
+    generation: str
+    value: bytes
+
+
+_encode_entry = msgspec.msgpack.Encoder().encode
+_decode_entry = msgspec.msgpack.Decoder(Entry).decode
+
+
+class CacheBackend(Protocol):
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]: ...
+
+    async def put(self, key: str, value: bytes, ttl_s: int) -> None: ...
+
+    async def start_generation(self, key: str, candidate: str, ttl_s: int) -> str:
+        """The generation stored at ``key``, storing ``candidate`` first if there is none."""
+        ...
+
+    async def new_generation(self, key: str, value: str, ttl_s: int) -> None: ...
+
+
+class RedisCacheBackend:
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        values: list[bytes | None] = await self._redis.mget(keys)  # type: ignore[assignment]  # bytes: no decoding
+        return values
+
+    async def put(self, key: str, value: bytes, ttl_s: int) -> None:
+        await self._redis.set(key, value, ex=ttl_s)
+
+    async def start_generation(self, key: str, candidate: str, ttl_s: int) -> str:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.set(key, candidate, nx=True, ex=ttl_s)
+            pipe.get(key)
+            _, current = await pipe.execute()
+        return bytes(current).decode()
+
+    async def new_generation(self, key: str, value: str, ttl_s: int) -> None:
+        await self._redis.set(key, value, ex=ttl_s)
+
+
+class MemoryCacheBackend:
+    """The same cache for a single process (``memory://``): least recently used entries go past ``max_entries``."""
+
+    def __init__(self, max_entries: int) -> None:
+        self._max_entries = max_entries
+        self._entries: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+        self._generations: dict[str, str] = {}
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        return [self._get(key) for key in keys]
+
+    def _get(self, key: str) -> bytes | None:
+        generation = self._generations.get(key)
+        if generation is not None:
+            return generation.encode()
+        found = self._entries.get(key)
+        if found is None:
+            return None
+        if found[1] <= time.monotonic():
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return found[0]
+
+    async def put(self, key: str, value: bytes, ttl_s: int) -> None:
+        self._entries[key] = (value, time.monotonic() + ttl_s)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
+
+    async def start_generation(self, key: str, candidate: str, ttl_s: int) -> str:
+        return self._generations.setdefault(key, candidate)
+
+    async def new_generation(self, key: str, value: str, ttl_s: int) -> None:
+        self._generations[key] = value
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """What a cache lookup found: the entry's ``value`` on a hit, and what a later :meth:`Cache.store` needs."""
+
+    name: CacheName
+    key: str
+    generation_key: str | None
+    generation: str | None
+    value: bytes | None
+    outcome: Outcome
+
+
+class Cache:
+    """The three caches over one backend, each with its own switch and TTL.
+
+    ``settle_s`` is how long another replica may read a knowledge base as it was before a write (LanceDB's
+    read-consistency interval): a change renews the generation at once and again after that long, so an
+    answer computed from the old data by a replica that already saw the new generation is dropped too.
+    """
+
+    def __init__(
+        self,
+        backend: CacheBackend,
+        settings: CacheSettings,
+        health: RedisHealth,
+        telemetry: Telemetry,
+        *,
+        settle_s: float,
+    ) -> None:
+        self._backend = backend
+        self._health = health
+        self._telemetry = telemetry
+        self._settle_s = settle_s
+        self._ttl: dict[CacheName, int | None] = {
+            "embeddings": settings.cache_embeddings_ttl_s if settings.cache_embeddings_enabled else None,
+            "retrieval": settings.cache_retrieval_ttl_s if settings.cache_retrieval_enabled else None,
+            "answers": settings.cache_answers_ttl_s if settings.cache_answers_enabled else None,
+        }
+        # A generation outlives every entry made in it; when it expires (or is evicted) a new one starts,
+        # which only turns the remaining entries into misses. So no key is kept forever.
+        self._generation_ttl_s = max(settings.cache_retrieval_ttl_s, settings.cache_answers_ttl_s)
+        self._unsaved: set[str] = set()
+        """Generation keys whose renewal Redis did not take; their knowledge bases bypass the cache meanwhile."""
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def enabled(self, name: CacheName) -> bool:
+        return self._ttl[name] is not None
+
+    async def lookup(
+        self,
+        name: CacheName,
+        tenant_id: str,
+        parts: Sequence[str],
+        *,
+        kb_id: str | None = None,
+        generation: str | None = None,
+    ) -> Lookup:
+        """Look ``parts`` up in cache ``name``; with ``kb_id``, only an entry of the knowledge base's current
+        generation (``generation`` when the caller already read it) is a hit."""
+        digest = hashlib.sha256("\x1f".join([name, tenant_id, kb_id or "", *parts]).encode()).hexdigest()
+        key = f"rw:c:{{{tenant_id}}}:{name}:{digest}"
+        generation_key = f"rw:c:{{{tenant_id}}}:gen:{kb_id}" if kb_id is not None else None
+        if not self.enabled(name):
+            return Lookup(name, key, generation_key, generation, None, "off")
+        with stage(self._telemetry, "cache.get", **{"rag.cache.name": name}) as span:
+            found = await self._read(Lookup(name, key, generation_key, generation, None, "miss"))
+            span.set_attribute("rag.cache.outcome", found.outcome)
+        self._telemetry.instruments.cache_lookups.add(1, {"cache": name, "outcome": found.outcome})
+        return found
+
+    async def _read(self, lookup: Lookup) -> Lookup:
+        if not self._available(lookup.generation_key):
+            return replace(lookup, outcome="error")
+        read_generation = lookup.generation_key is not None and lookup.generation is None
+        keys = [lookup.generation_key, lookup.key] if read_generation else [lookup.key]
+        try:
+            replies = await self._backend.get_many([key for key in keys if key is not None])
+        except REDIS_ERRORS as exc:
+            self._health.failed("cache", exc)
+            return replace(lookup, outcome="error")
+        self._health.succeeded()
+        generation = lookup.generation
+        if read_generation:
+            generation = replies[0].decode() if replies[0] is not None else None
+        return self._entry(replace(lookup, generation=generation), replies[-1])
+
+    def _entry(self, found: Lookup, raw: bytes | None) -> Lookup:
+        """A hit when ``raw`` is an entry of ``found``'s key and (for a knowledge base) current generation."""
+        if raw is None:
+            return found
+        try:
+            entry = _decode_entry(raw)
+        except msgspec.DecodeError:
+            logger.error("cache entry %s is not a cache entry; ignored", found.key)
+            return replace(found, outcome="error")
+        if entry.key != found.key:
+            logger.error("cache entry %s holds the value of another key; ignored", found.key)
+            return replace(found, outcome="error")
+        if found.generation_key is not None and entry.generation != found.generation:
+            return found
+        return replace(found, value=entry.value, outcome="hit")
+
+    async def current_generation(self, lookup: Lookup) -> str | None:
+        """The generation to compute a missed value in: the one the lookup read, else a new one, stored
+        before the computation starts so that a write landing meanwhile replaces it. ``None`` when the cache
+        cannot be used (Redis down): compute without caching."""
+        if lookup.generation is not None or lookup.generation_key is None:
+            return lookup.generation
+        if lookup.outcome in ("off", "error") or not self._available(lookup.generation_key):
+            return None
+        try:
+            generation = await self._backend.start_generation(
+                lookup.generation_key, secrets.token_hex(8), self._generation_ttl_s
+            )
+        except REDIS_ERRORS as exc:
+            self._health.failed("cache", exc)
+            return None
+        self._health.succeeded()
+        return generation
+
+    async def store(self, lookup: Lookup, value: bytes, generation: str | None = None) -> None:
+        """Keep ``value`` for what ``lookup`` missed, tagged with the ``generation`` it was computed in."""
+        ttl = self._ttl[lookup.name]
+        if ttl is None or lookup.outcome == "error" or not self._available(lookup.generation_key):
+            return
+        if lookup.generation_key is not None and generation is None:
+            return
+        entry = _encode_entry(Entry(key=lookup.key, generation=generation or "", value=value))
+        try:
+            await self._backend.put(lookup.key, entry, ttl)
+        except REDIS_ERRORS as exc:
+            self._health.failed("cache", exc)
+        else:
+            self._health.succeeded()
+
+    async def invalidate(self, tenant_id: str, kb_id: str) -> None:
+        """Make every retrieval and answer cached for the knowledge base stale: a new generation.
+
+        If Redis cannot take it, this process bypasses the cache for that knowledge base and retries until
+        Redis does (other replicas cannot read Redis meanwhile either).
+        """
+        key = f"rw:c:{{{tenant_id}}}:gen:{kb_id}"
+        if not await self._renew(key):
+            self._unsaved.add(key)
+            self._spawn(self._retry_unsaved())
+        if self._settle_s > 0:
+            self._spawn(self._renew_after(key, self._settle_s))
+
+    def _available(self, generation_key: str | None) -> bool:
+        if not self._health.up:
+            self._health.skipped("cache")
+            return False
+        return generation_key not in self._unsaved
+
+    async def _renew(self, key: str) -> bool:
+        if not self._health.up:
+            self._health.skipped("cache")
+            return False
+        try:
+            await self._backend.new_generation(key, secrets.token_hex(8), self._generation_ttl_s)
+        except REDIS_ERRORS as exc:
+            self._health.failed("cache", exc)
+            return False
+        self._health.succeeded()
+        return True
+
+    async def _renew_after(self, key: str, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        if not await self._renew(key):
+            self._unsaved.add(key)
+            await self._retry_unsaved()
+
+    async def _retry_unsaved(self) -> None:
+        while self._unsaved:
+            await asyncio.sleep(RETRY_INTERVAL_S)
+            for key in list(self._unsaved):
+                if self._health.up and await self._renew(key):
+                    self._unsaved.discard(key)
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+class SingleFlight(Generic[T]):
+    """At most one computation per key at a time in this process: callers asking for a key already in flight
+    wait for its result instead of computing it again.
+
+    The computation runs in a task of its own, so a caller that goes away (a client disconnects) neither
+    cancels it for the others nor wastes it: it still completes, and its result is cached.
+    """
+
+    def __init__(self) -> None:
+        self._flights: dict[str, asyncio.Task[T]] = {}
+
+    def in_flight(self, key: str) -> asyncio.Task[T] | None:
+        return self._flights.get(key)
+
+    async def run(self, key: str, compute: Callable[[], Awaitable[T]]) -> T:
+        task = self._flights.get(key)
+        if task is None:
+            task = asyncio.ensure_future(compute())
+            self._flights[key] = task
+            task.add_done_callback(lambda done: self._landed(key, done))
+        return await asyncio.shield(task)
+
+    def _landed(self, key: str, task: asyncio.Task[T]) -> None:
+        if self._flights.get(key) is task:
+            del self._flights[key]
+        if not task.cancelled():
+            task.exception()  # retrieved, so an error nobody waited for is not reported as never retrieved
