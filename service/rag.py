@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
 
 import anyio
@@ -12,7 +11,7 @@ import msgspec
 import numpy as np
 
 from service.auth import Principal
-from service.cache import Cache, Lookup, SingleFlight, normalize_question
+from service.cache import Cache, FlightAbandoned, Lookup, SingleFlight, normalize_question
 from service.chunking import chunk_text
 from service.config import RagSettings
 from service.errors import BadRequest, Conflict, NotFound
@@ -227,7 +226,7 @@ class RagPipeline:
         lookup = await self._lookup_answer(principal, request)
         if lookup.value is not None:
             return _decode_answer(lookup.value).response(cached=True)
-        record = await self._flights.run(_flight_key(lookup), lambda: self._compute_answer(principal, request, lookup))
+        record = await self._shared_answer(principal, request, lookup)
         return record.response(cached=False)
 
     async def chat_events(self, principal: Principal, request: ChatRequest) -> AsyncIterator[AnswerDelta | AnswerDone]:
@@ -236,12 +235,39 @@ class RagPipeline:
         A cached answer, or one that an identical request is computing already, arrives as a single delta.
         """
         lookup = await self._lookup_answer(principal, request)
-        shared = self._flights.in_flight(_flight_key(lookup)) if lookup.value is None else None
-        if lookup.value is not None or shared is not None:
-            record = _decode_answer(lookup.value) if lookup.value is not None else await self._join(shared)
+        flight = self._flights.claim(_flight_key(lookup)) if lookup.value is None else None
+        if flight is None:
+            cached = lookup.value is not None
+            if lookup.value is not None:
+                record = _decode_answer(lookup.value)
+            else:
+                record = await self._shared_answer(principal, request, lookup)
             yield AnswerDelta(record.answer)
-            yield record.done(cached=lookup.value is not None)
+            yield record.done(cached=cached)
             return
+        outcome: AnswerRecord | BaseException = FlightAbandoned()
+        try:
+            async for event in self._stream_answer(principal, request, lookup):
+                if isinstance(event, AnswerRecord):
+                    outcome = event
+                else:
+                    yield event
+        except Exception as exc:
+            outcome = exc
+            raise
+        finally:
+            # Those waiting for this answer get it, or this request's error, or compute it themselves.
+            if isinstance(outcome, AnswerRecord):
+                flight.set_result(outcome)
+            else:
+                flight.set_exception(outcome)
+        if isinstance(outcome, AnswerRecord):
+            yield outcome.done(cached=False)
+
+    async def _stream_answer(
+        self, principal: Principal, request: ChatRequest, lookup: Lookup
+    ) -> AsyncIterator[AnswerDelta | AnswerRecord]:
+        """Deltas as the answerer streams them, then the whole answer (cached), unless the stream ends early."""
         await self._searchable(principal, request.kb_id)
         generation = await self.cache.current_generation(lookup)
         passages = await self._retrieve(principal, request, generation)
@@ -273,7 +299,19 @@ class RagPipeline:
             answer = stream.result
         record = AnswerRecord.of(answer, passages)
         await self.cache.store(lookup, _encode(record), generation)
-        yield record.done(cached=False)
+        yield record
+
+    async def _shared_answer(self, principal: Principal, request: ChatRequest, lookup: Lookup) -> AnswerRecord:
+        """The answer of the flight in progress for this question, or of a new one this request leads."""
+        key = _flight_key(lookup)
+
+        def compute() -> Awaitable[AnswerRecord]:
+            return self._compute_answer(principal, request, lookup)
+
+        if self._flights.in_flight(key) is None:
+            return await self._flights.run(key, compute)
+        with stage(self.telemetry, "rag.singleflight.wait"):
+            return await self._flights.run(key, compute)
 
     async def _lookup_answer(self, principal: Principal, request: ChatRequest) -> Lookup:
         update_request(kb_id=request.kb_id, question_length=len(request.question))
@@ -299,12 +337,6 @@ class RagPipeline:
         record = AnswerRecord.of(answer, passages)
         await self.cache.store(lookup, _encode(record), generation)
         return record
-
-    async def _join(self, flight: asyncio.Task[AnswerRecord] | None) -> AnswerRecord:
-        """Wait for an identical request's answer (in a span, so the wait shows in this request's trace)."""
-        assert flight is not None
-        with stage(self.telemetry, "rag.singleflight.wait"):
-            return await asyncio.shield(flight)
 
     async def _retrieve(self, principal: Principal, request: ChatRequest, generation: str | None) -> list[Passage]:
         """Passages for the question, from the retrieval cache or by hybrid search; the knowledge base is

@@ -83,6 +83,9 @@ class RedisHealth:
             # Still down (refused, timed out, loading): probe again after the interval.
             with contextlib.suppress(Exception):
                 await redis.ping()
+                # Connections pooled before the outage may be dead (a restarted Redis): drop them all, or
+                # each would fail once more and start a new outage.
+                await redis.connection_pool.disconnect()
                 self._recovered()
 
     def _recovered(self) -> None:
@@ -157,7 +160,6 @@ class SharedState:
     async def ping(self) -> None:
         if self.redis is not None:
             await self.redis.ping()
-            self.health.succeeded()
 
     def start(self) -> None:
         if self.activity is not None:

@@ -21,6 +21,16 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     running.stop()
 
 
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test alone, which it may stop and start again on the same port."""
+    directory = tmp_path / "redis"
+    directory.mkdir()
+    running = RedisServer(directory).start()
+    yield running
+    running.stop()
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """One server for the session, with the embedded defaults (offline embedder and answerer)."""

@@ -11,7 +11,8 @@ through the real ``openai`` client over real HTTP. It serves
 
 Every request is recorded (path, headers, JSON body). A test can make the next calls fail with a status
 (:meth:`FakeOpenAI.fail_next`), delay every answer (``delay_s``), stream slowly (``chunk_delay_s``), stall or
-cut a stream after some chunks, and see for each stream whether the client hung up before its end.
+cut a stream after some chunks, see for each stream whether the client hung up before its end, and have
+every answer name the question it was asked (``echo_question``), to tell whose answer a reply carries.
 
 Use it by importing the fixture into a test module: ``from tests.fake_openai import fake_openai``.
 """
@@ -39,6 +40,7 @@ __all__ = [
     "API_KEY",
     "CHAT",
     "DEFAULT_ANSWER",
+    "ECHO_PREFIX",
     "EMBEDDINGS",
     "FAKE_MODEL",
     "FakeOpenAI",
@@ -57,6 +59,8 @@ Send = Callable[[Message], Awaitable[None]]
 FAKE_MODEL = "fake-gpt-2024-08-06"
 """The model every completion claims to come from (unlike the model asked for, to tell the two apart)."""
 DEFAULT_ANSWER = "The fake model read the context and answers from it [1]."
+ECHO_PREFIX = "You asked: "
+"""What an answer starts with when :attr:`FakeOpenAI.echo_question` is on; the question follows."""
 API_KEY = "sk-test"
 DEFAULT_EMBEDDING_DIMENSIONS = 1536
 EMBEDDINGS = "/v1/embeddings"
@@ -113,6 +117,11 @@ class FakeOpenAI:
         self.url = ""
         """``http://127.0.0.1:<port>``, once running; the ``openai`` base URL is ``url + "/v1"``."""
         self.answer = DEFAULT_ANSWER
+        """The content of every chat completion, whole or streamed (unless ``echo_question``)."""
+        self.echo_question = False
+        """Answer ``"You asked: <question>"`` instead of ``answer``: ``<question>`` is what follows the last
+        ``Question: `` in the last user message (where ragwatch's user prompt puts the question), or that whole
+        message when it has none. Streamed completions carry the same text, word by word."""
         self.model = FAKE_MODEL
         self.prompt_tokens = 4321
         self.completion_tokens = 87
@@ -234,7 +243,7 @@ class FakeOpenAI:
         elif streamed:
             await self._stream_chat(send, request.body, hang_up)
         else:
-            await _send_json(send, 200, self._completion())
+            await _send_json(send, 200, self._completion(request.body))
 
     def _take_failure(self, path: str) -> _Failure | None:
         for failure in self._failures:
@@ -295,8 +304,19 @@ class FakeOpenAI:
             "choices": [choice],
         }
 
-    def _completion(self) -> dict[str, Any]:
-        message = {"role": "assistant", "content": self.answer, "refusal": None}
+    def _answer_to(self, body: dict[str, Any]) -> str:
+        """The content of the completion asked for by ``body``: ``answer``, or the echo of its question."""
+        if not self.echo_question:
+            return self.answer
+        user_messages = [m for m in body.get("messages") or [] if isinstance(m, dict) and m.get("role") == "user"]
+        content = user_messages[-1].get("content") if user_messages else ""
+        if not isinstance(content, str):  # content parts: their text, in order
+            content = "".join(part.get("text", "") for part in content or [] if isinstance(part, dict))
+        _, found, question = content.rpartition("Question: ")
+        return ECHO_PREFIX + (question if found else content).strip()
+
+    def _completion(self, body: dict[str, Any]) -> dict[str, Any]:
+        message = {"role": "assistant", "content": self._answer_to(body), "refusal": None}
         choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}
         return {**self._envelope("chat.completion", choice), "usage": self._usage()}
 
@@ -304,13 +324,13 @@ class FakeOpenAI:
         total = self.prompt_tokens + self.completion_tokens
         return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens, "total_tokens": total}
 
-    def _chunks(self, include_usage: bool) -> list[dict[str, Any]]:
+    def _chunks(self, content: str, include_usage: bool) -> list[dict[str, Any]]:
         def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
             choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
             return {**self._envelope("chat.completion.chunk", choice), **({"usage": None} if include_usage else {})}
 
         chunks = [chunk({"role": "assistant", "content": ""})]
-        chunks += [chunk({"content": piece}) for piece in re.findall(r"\S+\s*", self.answer)]
+        chunks += [chunk({"content": piece}) for piece in re.findall(r"\S+\s*", content)]
         chunks.append(chunk({}, "stop"))
         if include_usage:
             chunks.append({**chunks[-1], "choices": [], "usage": self._usage()})
@@ -318,7 +338,7 @@ class FakeOpenAI:
 
     async def _stream_chat(self, send: Send, body: dict[str, Any], hang_up: asyncio.Future[Message]) -> None:
         options = body.get("stream_options") or {}
-        chunks = self._chunks(include_usage=bool(options.get("include_usage")))
+        chunks = self._chunks(self._answer_to(body), include_usage=bool(options.get("include_usage")))
         record = RecordedStream(chunks_planned=len(chunks))
         with self._lock:
             self._streams.append(record)

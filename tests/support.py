@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import uvicorn
+from prometheus_client.parser import text_string_to_metric_families
 
 from service.app import create_app
 from service.auth import mint_token
@@ -396,3 +397,16 @@ class RedisServer:
         with socket.create_connection(("127.0.0.1", self.port), timeout=2) as connection:
             connection.sendall((" ".join(words) + "\r\n").encode())
             return connection.recv(65536)
+
+
+def metric_total(client: httpx.Client, sample: str, **labels: str) -> float:
+    """The sum of ``sample``'s series (e.g. ``rag_cache_lookups_total``) whose labels include ``labels``, as
+    ``/metrics`` reports them now."""
+    response = client.get("/metrics")
+    assert response.status_code == 200, response.text
+    return sum(
+        found.value
+        for family in text_string_to_metric_families(response.text)
+        for found in family.samples
+        if found.name == sample and all(found.labels.get(name) == value for name, value in labels.items())
+    )

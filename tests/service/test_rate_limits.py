@@ -509,16 +509,6 @@ def test_a_burst_larger_than_the_redis_connection_pool_during_a_redis_stall_is_s
 # --- 4. Redis going away and coming back ------------------------------------------------------------------
 
 
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A redis-server of this test alone, which it may stop and start again on the same port."""
-    directory = tmp_path / "redis"
-    directory.mkdir()
-    running = RedisServer(directory).start()
-    yield running
-    running.stop()
-
-
 def poll(
     probe: Callable[[], httpx.Response], until: Callable[[httpx.Response], bool], timeout_s: float = 10
 ) -> httpx.Response:
