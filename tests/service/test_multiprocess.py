@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.support import GENEROUS_LIMITS, RedisServer, auth, serving_processes
+from tests.support import GENEROUS_LIMITS, RedisServer, auth, metric_total, serving_processes
 
 
 @pytest.fixture(scope="module")
@@ -18,8 +18,10 @@ def two_processes(
 ) -> Iterator[tuple[httpx.Client, httpx.Client]]:
     """Two `ragwatch serve` processes on one data directory and one Redis, as the README asks of replicas,
     each with its own client for tenant acme."""
+    # A Redis database of this module's own: the active tenants it counts are this module's only.
+    redis_url = redis_server.url.removesuffix("/0") + "/5"
     with serving_processes(
-        2, tmp_path_factory.mktemp("shared"), RAGWATCH_REDIS_URL=redis_server.url, **GENEROUS_LIMITS
+        2, tmp_path_factory.mktemp("shared"), RAGWATCH_REDIS_URL=redis_url, **GENEROUS_LIMITS
     ) as started:
         clients = [running.client(auth()) for running in started]
         yield clients[0], clients[1]
@@ -95,3 +97,19 @@ def test_concurrent_writers_in_two_processes_neither_lose_nor_duplicate_document
     detail = second.get(f"/v1/knowledge-bases/{kb_id}").json()
     assert detail["document_count"] == 13
     assert detail["chunk_count"] == 13
+
+
+def test_both_processes_report_the_tenants_active_in_either_as_rag_active_tenants(
+    two_processes: tuple[httpx.Client, httpx.Client],
+) -> None:
+    first, second = two_processes
+    for client, tenant in ((first, "north"), (second, "south"), (first, "acme"), (second, "acme")):
+        assert client.get("/v1/knowledge-bases", headers=auth(tenant)).status_code == 200
+
+    def active(client: httpx.Client) -> float:
+        return metric_total(client, "rag_active_tenants")
+
+    deadline = time.monotonic() + 15  # each process publishes what it saw every 5 seconds
+    while (active(first), active(second)) != (3, 3) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert (active(first), active(second)) == (3, 3)
