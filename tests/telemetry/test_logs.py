@@ -55,9 +55,14 @@ def test_a_chat_request_writes_one_json_access_line_that_leads_to_its_trace(
         kb_id = kb_with_handbook(client)
         reply = client.post("/v1/chat", json={"kb_id": kb_id, "question": QUESTION})
         trace = recorder.trace(reply.json()["trace_id"])
+        again = client.post("/v1/chat", json={"kb_id": kb_id, "question": QUESTION})
+        trace_again = recorder.trace(again.json()["trace_id"])
 
     assert reply.status_code == 200, reply.text
-    [line] = _access_lines(_json_lines(capsys.readouterr().out), trace.trace_id)
+    lines = _json_lines(capsys.readouterr().out)
+    [line] = _access_lines(lines, trace.trace_id)
+    [line_again] = _access_lines(lines, trace_again.trace_id)
+    assert (line["cache"], line_again["cache"]) == ("miss", "hit")  # the answer cache's outcome
     assert line["severity"] == "INFO"
     assert line["message"] == "POST /v1/chat 200"
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", line["timestamp"])
