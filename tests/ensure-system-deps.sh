@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make sure the real programs the tests drive are installed: Debian packages, installed when missing and root.
 set -euo pipefail
-declare -A needed=([redis-server]=redis-server)
+declare -A needed=([redis-server]=redis-server [prometheus]=prometheus [promtool]=prometheus [prometheus-alertmanager]=prometheus-alertmanager [amtool]=prometheus-alertmanager)
 missing=()
 for program in "${!needed[@]}"; do
   command -v "$program" >/dev/null 2>&1 || missing+=("${needed[$program]}")
