@@ -226,6 +226,9 @@ class Cache:
             self._health.failed("cache", exc)
             return replace(lookup, outcome="error")
         self._health.succeeded()
+        if not _is_mget_reply(replies, len(keys)):
+            logger.error("cache read of %s got a reply that is not its own; ignored", lookup.key)
+            return replace(lookup, outcome="error")
         generation = lookup.generation
         if read_generation:
             generation = replies[0].decode() if replies[0] is not None else None
@@ -338,6 +341,15 @@ class Cache:
 
 class FlightAbandoned(Exception):
     """The caller leading a flight went away before its result; those waiting for it compute it themselves."""
+
+
+def _is_mget_reply(replies: object, count: int) -> bool:
+    """Whether ``replies`` has the shape of an ``MGET`` of ``count`` keys (a list of bytes or nil)."""
+    return (
+        isinstance(replies, list)
+        and len(replies) == count
+        and all(reply is None or isinstance(reply, bytes) for reply in replies)
+    )
 
 
 class SingleFlight(Generic[T]):

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Literal, Protocol
 
 import msgspec
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from service.config import RateLimitSettings, SettingsError
 from service.errors import RateLimited, RateLimiterUnavailable
@@ -72,7 +72,9 @@ class RedisCounters:
 
     async def check_and_count(self, keys: Sequence[str], limits: Sequence[int], ttls: Sequence[int]) -> list[int]:
         reply = await self._script(keys=list(keys), args=[*limits, *ttls])
-        return [int(value) for value in reply]
+        if not isinstance(reply, list) or not all(isinstance(value, int) for value in reply):
+            raise ResponseError("the rate-limit script's reply is not a list of integers")
+        return reply
 
 
 class MemoryCounters:

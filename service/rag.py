@@ -298,7 +298,9 @@ class RagPipeline:
                 return
             answer = stream.result
         record = AnswerRecord.of(answer, passages)
-        await self.cache.store(lookup, _encode(record), generation)
+        # Shielded: a client hanging up now must not lose an answer already paid for.
+        with anyio.CancelScope(shield=True):
+            await self.cache.store(lookup, _encode(record), generation)
         yield record
 
     async def _shared_answer(self, principal: Principal, request: ChatRequest, lookup: Lookup) -> AnswerRecord:
