@@ -10,11 +10,11 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import uvicorn
@@ -26,6 +26,7 @@ from service.config import Settings, load_settings
 from service.providers import Providers
 from telemetry import Telemetry
 
+T = TypeVar("T")
 JWT_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 PROBLEM_BASE = "https://ragwatch.dev/problems/"
 """Every problem ``type`` is this followed by a slug such as ``not-found``."""
@@ -410,3 +411,22 @@ def metric_total(client: httpx.Client, sample: str, **labels: str) -> float:
         for found in family.samples
         if found.name == sample and all(found.labels.get(name) == value for name, value in labels.items())
     )
+
+
+def wait_until(
+    probe: Callable[[], T | None],
+    timeout_s: float = 15.0,
+    what: str = "the condition",
+    context: Callable[[], object] | None = None,
+) -> T:
+    """Poll ``probe`` until it returns something truthy, and return that; fails after ``timeout_s``, showing
+    ``context()`` (what the test knows about why) when given."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = probe()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            known = f"; {context()}" if context is not None else ""
+            raise AssertionError(f"{what} did not happen within {timeout_s}s{known}")
+        time.sleep(0.1)

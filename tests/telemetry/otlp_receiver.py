@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import gzip
 import threading
-import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from tests.support import ServingProcess, free_port, serving_process
+from tests.support import ServingProcess, free_port, serving_process, wait_until
 
 __all__ = [
     "Behaviour",
@@ -261,18 +260,6 @@ class OtlpGrpcReceiver:
 def closed_port() -> int:
     """A local port nothing listens on: connecting to it is refused at once."""
     return free_port()
-
-
-def wait_until(probe: Callable[[], T | None], timeout_s: float = 15.0, what: str = "the condition") -> T:
-    """Poll ``probe`` until it returns something truthy, and return that; fails after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = probe()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {timeout_s}s")
-        time.sleep(0.1)
 
 
 # --- the service in its own process ---------------------------------------------------------------------
