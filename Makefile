@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DATA_DIR ?= ./data
 PORT ?= 8000
 
-.PHONY: run test lint fmt system-deps clean
+.PHONY: run test lint fmt system-deps clean stack
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is required"; exit 1; }
@@ -42,6 +42,18 @@ lint: $(STAMP)
 fmt: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+## stack: the API with Redis, the collector, Prometheus, Alertmanager, Tempo, Loki and Grafana, in Docker
+stack:
+	@mkdir -p secrets/alertmanager && chmod 700 secrets
+	@test -s secrets/jwt-secret || $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(48))' > secrets/jwt-secret
+	@test -s secrets/grafana-admin-password || $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(18))' > secrets/grafana-admin-password
+	@chmod 644 secrets/jwt-secret secrets/grafana-admin-password  # read by the containers' own users
+	docker compose up -d
+	@echo "Grafana        http://127.0.0.1:3000   (anonymous read-only; admin password in secrets/grafana-admin-password)"
+	@echo "Prometheus     http://127.0.0.1:9090"
+	@echo "Alertmanager   http://127.0.0.1:9093"
+	@echo "ragwatch API   http://127.0.0.1:8000   (token: docker compose exec api ragwatch token --tenant demo --user dev --role admin)"
 
 ## system-deps: Debian packages the tests run for real
 system-deps:
