@@ -1030,12 +1030,12 @@ def slo() -> Json:
             size=(6, 6),
         )
 
-    def budget_left(title: str, sli: str) -> Json:
+    def budget_left(title: str, record: str) -> Json:
         return stat(
             title,
-            f"Share of the 3-day error budget still unspent: 1 - ratio / {budgets[sli]:g}. Below zero the SLO is"
-            " missed over the window." + rules_only,
-            [prom(f"1 - ({rule(sli, '3d')} / {budgets[sli]:g})", "budget left")],
+            f"Share of the 30-day error budget still unspent ({record}, from alerts/rules/slo.yml, evaluated every"
+            " 5 minutes over Prometheus' 30-day retention). Below zero the SLO is missed." + rules_only,
+            [prom(f'{record}{{job="ragwatch"}}', "budget left")],
             unit="percentunit",
             steps=thresholds("red", (0.0, "orange"), (0.25, "yellow"), (0.5, "green")),
             decimals=1,
@@ -1097,8 +1097,8 @@ def slo() -> Json:
         [
             sli_now("Availability (3 days)", "errors", "Share of /v1 requests answered without a 5xx"),
             sli_now("Chat latency (3 days)", "latency_slow", "Share of POST /v1/chat requests answered within 5.12 s"),
-            budget_left("Availability error budget left", "errors"),
-            budget_left("Latency error budget left", "latency_slow"),
+            budget_left("Availability error budget left", "rag:error_budget_remaining:availability"),
+            budget_left("Latency error budget left", "rag:error_budget_remaining:latency"),
         ],
         [
             sli_over_time("Availability SLI", "errors", FAILED_REQUESTS),

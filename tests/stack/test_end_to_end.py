@@ -45,12 +45,14 @@ COLLECTOR_ONLY = ("otelcol_",)
 
 
 def rule_files_with_short_for(directory: Path) -> list[str]:
-    """Copies of the shipped rule files whose ``for:`` durations are all 2 s."""
+    """Copies of the shipped rule files whose ``for:`` durations are all 2 s and whose groups are evaluated
+    every second (as the global evaluation interval is)."""
     directory.mkdir(parents=True, exist_ok=True)
     copies = []
     for rules in RULES:
         copy = directory / rules.name
-        copy.write_text(re.sub(r"(?m)^(\s+)for: \S+$", r"\1for: 2s", rules.read_text()))
+        text = re.sub(r"(?m)^(\s+)for: \S+$", r"\1for: 2s", rules.read_text())
+        copy.write_text(re.sub(r"(?m)^(\s+)interval: \S+$", r"\1interval: 1s", text))
         copies.append(str(copy))
     return copies
 
