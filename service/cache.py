@@ -27,7 +27,7 @@ import unicodedata
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Generic, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, Literal, Protocol, TypeGuard, TypeVar
 
 import msgspec
 from redis.asyncio import Redis
@@ -193,6 +193,16 @@ class Cache:
     def enabled(self, name: CacheName) -> bool:
         return self._ttl[name] is not None
 
+    def read_keys(
+        self, name: CacheName, tenant_id: str, parts: Sequence[str], *, kb_id: str | None = None
+    ) -> list[str]:
+        """The keys :meth:`lookup` reads for these arguments (none when the cache is off), for a caller that
+        reads them ahead, in the same round trip as the rate limiter, and passes them as ``prefetched``."""
+        if not self.enabled(name):
+            return []
+        key, generation_key = _keys(name, tenant_id, parts, kb_id)
+        return [generation_key, key] if generation_key is not None else [key]
+
     async def lookup(
         self,
         name: CacheName,
@@ -201,31 +211,34 @@ class Cache:
         *,
         kb_id: str | None = None,
         generation: str | None = None,
+        prefetched: Sequence[bytes | None] | None = None,
     ) -> Lookup:
         """Look ``parts`` up in cache ``name``; with ``kb_id``, only an entry of the knowledge base's current
-        generation (``generation`` when the caller already read it) is a hit."""
-        digest = hashlib.sha256("\x1f".join([name, tenant_id, kb_id or "", *parts]).encode()).hexdigest()
-        key = f"rw:c:{{{tenant_id}}}:{name}:{digest}"
-        generation_key = f"rw:c:{{{tenant_id}}}:gen:{kb_id}" if kb_id is not None else None
+        generation (``generation`` when the caller already read it) is a hit. ``prefetched``: the values of
+        :meth:`read_keys`, when the caller has read them already."""
+        key, generation_key = _keys(name, tenant_id, parts, kb_id)
         if not self.enabled(name):
             return Lookup(name, key, generation_key, generation, None, "off")
         with stage(self._telemetry, "cache.get", **{"rag.cache.name": name}) as span:
-            found = await self._read(Lookup(name, key, generation_key, generation, None, "miss"))
+            found = await self._read(Lookup(name, key, generation_key, generation, None, "miss"), prefetched)
             span.set_attribute("rag.cache.outcome", found.outcome)
         self._telemetry.instruments.cache_lookups.add(1, {"cache": name, "outcome": found.outcome})
         return found
 
-    async def _read(self, lookup: Lookup) -> Lookup:
+    async def _read(self, lookup: Lookup, prefetched: Sequence[bytes | None] | None) -> Lookup:
         if not self._available(lookup.generation_key):
             return replace(lookup, outcome="error")
         read_generation = lookup.generation_key is not None and lookup.generation is None
-        keys = [lookup.generation_key, lookup.key] if read_generation else [lookup.key]
-        try:
-            replies = await self._backend.get_many([key for key in keys if key is not None])
-        except REDIS_ERRORS as exc:
-            self._health.failed("cache", exc)
-            return replace(lookup, outcome="error")
-        self._health.succeeded()
+        keys = [key for key in (lookup.generation_key if read_generation else None, lookup.key) if key is not None]
+        if prefetched is not None and len(prefetched) == len(keys):
+            replies: object = list(prefetched)
+        else:
+            try:
+                replies = await self._backend.get_many(keys)
+            except REDIS_ERRORS as exc:
+                self._health.failed("cache", exc)
+                return replace(lookup, outcome="error")
+            self._health.succeeded()
         if not _is_mget_reply(replies, len(keys)):
             logger.error("cache read of %s got a reply that is not its own; ignored", lookup.key)
             return replace(lookup, outcome="error")
@@ -289,7 +302,7 @@ class Cache:
         If Redis cannot take it, this process bypasses the cache for that knowledge base and retries until
         Redis does (other replicas cannot read Redis meanwhile either).
         """
-        key = f"rw:c:{{{tenant_id}}}:gen:{kb_id}"
+        key = _generation_key(tenant_id, kb_id)
         if not await self._renew(key):
             self._unsaved.add(key)
             self._spawn(self._retry_unsaved())
@@ -343,7 +356,18 @@ class FlightAbandoned(Exception):
     """The caller leading a flight went away before its result; those waiting for it compute it themselves."""
 
 
-def _is_mget_reply(replies: object, count: int) -> bool:
+def _keys(name: CacheName, tenant_id: str, parts: Sequence[str], kb_id: str | None) -> tuple[str, str | None]:
+    """The entry's key, and its knowledge base's generation key (with ``kb_id``)."""
+    digest = hashlib.sha256("\x1f".join([name, tenant_id, kb_id or "", *parts]).encode()).hexdigest()
+    generation_key = _generation_key(tenant_id, kb_id) if kb_id is not None else None
+    return f"rw:c:{{{tenant_id}}}:{name}:{digest}", generation_key
+
+
+def _generation_key(tenant_id: str, kb_id: str) -> str:
+    return f"rw:c:{{{tenant_id}}}:gen:{kb_id}"
+
+
+def _is_mget_reply(replies: object, count: int) -> TypeGuard[list[bytes | None]]:
     """Whether ``replies`` has the shape of an ``MGET`` of ``count`` keys (a list of bytes or nil)."""
     return (
         isinstance(replies, list)

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
 import msgspec
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from service.config import RateLimitSettings, SettingsError
 from service.errors import RateLimited, RateLimiterUnavailable
@@ -61,29 +61,68 @@ class RedisUnavailable(Exception):
 
 
 class Counters(Protocol):
-    async def check_and_count(self, keys: Sequence[str], limits: Sequence[int], ttls: Sequence[int]) -> list[int]:
-        """Count one request in every window if none is full; the script's reply (see ``_CHECK_AND_COUNT``)."""
+    async def check_and_count(
+        self, keys: Sequence[str], limits: Sequence[int], ttls: Sequence[int], read: Sequence[str] = ()
+    ) -> tuple[list[int], list[bytes | None]]:
+        """Count one request in every window if none is full: the script's reply (see ``_CHECK_AND_COUNT``);
+        with it, the values of the ``read`` keys (what the request will look up next, in the same round trip)."""
         ...
 
 
 class RedisCounters:
-    def __init__(self, redis: Redis) -> None:
-        self._script = redis.register_script(_CHECK_AND_COUNT)
+    """The script and the reads of a request go out as one pipeline: one round trip to Redis.
 
-    async def check_and_count(self, keys: Sequence[str], limits: Sequence[int], ttls: Sequence[int]) -> list[int]:
-        reply = await self._script(keys=list(keys), args=[*limits, *ttls])
-        if not isinstance(reply, list) or not all(isinstance(value, int) for value in reply):
+    ``EVALSHA`` is sent directly (the script is loaded once, and again if Redis lost it): redis-py's pipelined
+    ``Script`` would check that the script exists with an extra round trip on every request.
+    """
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._sha = hashlib.sha1(_CHECK_AND_COUNT.encode()).hexdigest()  # noqa: S324  # Redis names scripts by SHA-1
+
+    async def check_and_count(
+        self, keys: Sequence[str], limits: Sequence[int], ttls: Sequence[int], read: Sequence[str] = ()
+    ) -> tuple[list[int], list[bytes | None]]:
+        try:
+            replies = await self._round_trip(keys, [*limits, *ttls], read)
+        except NoScriptError:
+            await self._redis.script_load(_CHECK_AND_COUNT)
+            replies = await self._round_trip(keys, [*limits, *ttls], read)
+        counts = replies[0]
+        if not isinstance(counts, list) or not all(isinstance(value, int) for value in counts):
             raise ResponseError("the rate-limit script's reply is not a list of integers")
-        return reply
+        values: list[bytes | None] = replies[1] if read else []
+        return counts, values
+
+    async def _round_trip(self, keys: Sequence[str], args: Sequence[int], read: Sequence[str]) -> list[Any]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.evalsha(self._sha, len(keys), *keys, *args)
+            if read:
+                pipe.mget(list(read))
+            replies: list[Any] = await pipe.execute()
+        return replies
 
 
 class MemoryCounters:
-    """The same decision for a single process; no ``await`` inside, so it is atomic on the event loop."""
+    """The same decision for a single process; no ``await`` inside, so it is atomic on the event loop.
 
-    def __init__(self) -> None:
+    ``reader`` reads the ``read`` keys (from the in-process cache) after the decision.
+    """
+
+    def __init__(self, reader: Callable[[Sequence[str]], Awaitable[list[bytes | None]]] | None = None) -> None:
         self._counts: dict[str, tuple[int, float]] = {}
+        self._reader = reader
 
-    async def check_and_count(self, keys: Sequence[str], limits: Sequence[int], ttls: Sequence[int]) -> list[int]:
+    async def check_and_count(
+        self, keys: Sequence[str], limits: Sequence[int], ttls: Sequence[int], read: Sequence[str] = ()
+    ) -> tuple[list[int], list[bytes | None]]:
+        counts = self._count(keys, limits, ttls)
+        values: list[bytes | None] = [None] * len(read)
+        if read and self._reader is not None:
+            values = await self._reader(read)
+        return counts, values
+
+    def _count(self, keys: Sequence[str], limits: Sequence[int], ttls: Sequence[int]) -> list[int]:
         now = time.monotonic()
         current = [self._current(key, now) for key in keys]
         for index, (count, limit) in enumerate(zip(current, limits, strict=True), start=1):
@@ -139,6 +178,8 @@ class Decision:
     windows: Sequence[Window]
     counts: Sequence[int]
     now: float
+    read: Sequence[bytes | None] | None = None
+    """The values of the keys the request asked to read in the same round trip; ``None`` if Redis was not read."""
 
     def headers(self) -> dict[str, str]:
         """IETF ``RateLimit-Policy`` (every window) and ``RateLimit`` (the closest to full), as in
@@ -186,10 +227,13 @@ class RateLimiter:
             windows.append(Window(name=f"{scope}-{period}", seconds=seconds, limit=limit, key=key))
         return windows
 
-    async def check(self, tenant_id: str, user_id: str, action: Action) -> Decision:
+    async def check(self, tenant_id: str, user_id: str, action: Action, read: Sequence[str] = ()) -> Decision:
         """Count the request or refuse it with :class:`RateLimited` (429, ``Retry-After``); when the counters
         cannot be reached, let it through uncounted or refuse it with :class:`RateLimiterUnavailable` (503), as
-        the failure mode says. Every decision, failures included, is counted in ``rag.ratelimit.decisions``."""
+        the failure mode says. Every decision, failures included, is counted in ``rag.ratelimit.decisions``.
+
+        ``read``: keys whose values the request needs next (its cache lookup), read in the same round trip
+        and returned in :attr:`Decision.read`."""
         now = time.time()
         windows = self.windows(tenant_id, user_id, action, now)
         failure: BaseException | None = None
@@ -197,8 +241,8 @@ class RateLimiter:
             try:
                 if not self._health.up:
                     raise RedisUnavailable
-                reply = await self._counters.check_and_count(
-                    [w.key for w in windows], [w.limit for w in windows], [w.seconds + 5 for w in windows]
+                reply, values = await self._counters.check_and_count(
+                    [w.key for w in windows], [w.limit for w in windows], [w.seconds + 5 for w in windows], read
                 )
             except RedisUnavailable as exc:
                 self._health.skipped("ratelimit")
@@ -208,7 +252,7 @@ class RateLimiter:
                 failure, decision = exc, self._on_failure(windows, now)
             else:
                 self._health.succeeded()
-                decision = _decision(reply, windows, now)
+                decision = _decision(reply, windows, now, values if read else None)
             span.set_attribute("rag.ratelimit.outcome", decision.outcome)
             self._telemetry.instruments.ratelimit_decisions.add(1, {"action": action, "outcome": decision.outcome})
             if failure is not None and not decision.allowed:
@@ -233,9 +277,9 @@ class RateLimiter:
         )
 
 
-def _decision(reply: list[int], windows: Sequence[Window], now: float) -> Decision:
+def _decision(reply: list[int], windows: Sequence[Window], now: float, read: list[bytes | None] | None) -> Decision:
     if reply[0] == 1:
-        return Decision(allowed=True, outcome="allowed", windows=windows, counts=reply[1:], now=now)
+        return Decision(allowed=True, outcome="allowed", windows=windows, counts=reply[1:], now=now, read=read)
     full, count = reply[1] - 1, reply[2]
     counts = [count if index == full else 0 for index in range(len(windows))]
     return Decision(allowed=False, outcome="refused", windows=windows, counts=counts, now=now)

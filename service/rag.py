@@ -221,20 +221,26 @@ class RagPipeline:
 
     # --- retrieval and answers ----------------------------------------------------------------------------
 
-    async def chat(self, principal: Principal, request: ChatRequest) -> ChatResponse:
-        """The answer, from the answer cache or computed (once for identical concurrent questions)."""
-        lookup = await self._lookup_answer(principal, request)
+    async def chat(
+        self, principal: Principal, request: ChatRequest, prefetched: Sequence[bytes | None] | None = None
+    ) -> ChatResponse:
+        """The answer, from the answer cache or computed (once for identical concurrent questions).
+
+        ``prefetched``: the values of :meth:`answer_read_keys`, when the rate limiter has read them."""
+        lookup = await self._lookup_answer(principal, request, prefetched)
         if lookup.value is not None:
             return _decode_answer(lookup.value).response(cached=True)
         record = await self._shared_answer(principal, request, lookup)
         return record.response(cached=False)
 
-    async def chat_events(self, principal: Principal, request: ChatRequest) -> AsyncIterator[AnswerDelta | AnswerDone]:
+    async def chat_events(
+        self, principal: Principal, request: ChatRequest, prefetched: Sequence[bytes | None] | None = None
+    ) -> AsyncIterator[AnswerDelta | AnswerDone]:
         """Deltas of the answer, then one :class:`AnswerDone`; closing the iterator stops the LLM call.
 
         A cached answer, or one that an identical request is computing already, arrives as a single delta.
         """
-        lookup = await self._lookup_answer(principal, request)
+        lookup = await self._lookup_answer(principal, request, prefetched)
         flight = self._flights.claim(_flight_key(lookup)) if lookup.value is None else None
         if flight is None:
             cached = lookup.value is not None
@@ -315,10 +321,25 @@ class RagPipeline:
         with stage(self.telemetry, "rag.singleflight.wait"):
             return await self._flights.run(key, compute)
 
-    async def _lookup_answer(self, principal: Principal, request: ChatRequest) -> Lookup:
+    def answer_read_keys(self, principal: Principal, request: ChatRequest) -> list[str]:
+        """The keys the answer cache reads for this question, for the rate limiter to read in its round trip."""
+        return self.cache.read_keys("answers", principal.tenant_id, self._answer_parts(request), kb_id=request.kb_id)
+
+    async def _lookup_answer(
+        self, principal: Principal, request: ChatRequest, prefetched: Sequence[bytes | None] | None
+    ) -> Lookup:
         update_request(kb_id=request.kb_id, question_length=len(request.question))
+        parts = self._answer_parts(request)
+        lookup = await self.cache.lookup(
+            "answers", principal.tenant_id, parts, kb_id=request.kb_id, prefetched=prefetched
+        )
+        update_request(cache=lookup.outcome)
+        return lookup
+
+    def _answer_parts(self, request: ChatRequest) -> list[str]:
+        """What decides an answer, besides the tenant and the knowledge base (and its generation)."""
         answerer = self.answerer
-        parts = [
+        return [
             normalize_question(request.question),
             str(self._top_k(request)),
             self.embedder.model,
@@ -326,9 +347,6 @@ class RagPipeline:
             PROMPT_VERSION,
             str(self.settings.min_similarity),
         ]
-        lookup = await self.cache.lookup("answers", principal.tenant_id, parts, kb_id=request.kb_id)
-        update_request(cache=lookup.outcome)
-        return lookup
 
     async def _compute_answer(self, principal: Principal, request: ChatRequest, lookup: Lookup) -> AnswerRecord:
         # The knowledge base is checked before a generation is started for it, so unknown ids leave no key.

@@ -177,7 +177,8 @@ def open_shared_state(settings: Settings, telemetry: Telemetry) -> SharedState:
     redis_settings = settings.redis
     if redis_settings.redis_url.startswith("memory://"):
         memory = MemoryCacheBackend(settings.cache.cache_memory_max_entries)
-        return SharedState(counters=MemoryCounters(), cache=memory, health=RedisHealth(None, telemetry), redis=None)
+        counters = MemoryCounters(reader=memory.get_many)
+        return SharedState(counters=counters, cache=memory, health=RedisHealth(None, telemetry), redis=None)
     password = redis_settings.redis_password.reveal() if redis_settings.redis_password else None
     # A blocking pool: a burst of more concurrent requests than connections waits (up to the timeout) for
     # one to be free, where the default pool raises MaxConnectionsError at once, and the limiter would fail

@@ -46,6 +46,8 @@ class SlowProxy:
         self.connections = 0
         """Connections accepted so far."""
         self.interrupted = 0
+        self.writes_to_server = 0
+        """Chunks the clients sent towards Redis: one per round trip (a pipeline goes out as one write)."""
         """Connections the client closed while a reply was still due (see the module docstring)."""
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="slow-redis-proxy")
@@ -141,6 +143,7 @@ class SlowProxy:
             while data := await _read(reader):
                 if towards_server:
                     connection.awaiting_reply = True
+                    self.writes_to_server += 1
                 due.put_nowait((loop.time() + self.delay_ms / 1000, data))
             if towards_server and connection.awaiting_reply:
                 self.interrupted += 1

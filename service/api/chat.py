@@ -13,7 +13,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from service.api.hooks import rate_limited, require_json
+from service.api.hooks import admit, require_json
 from service.auth import Principal, requires_member
 from service.errors import PROBLEM_BASE, RagwatchError, problem_responses
 from service.models import ChatRequest, ChatResponse
@@ -31,7 +31,7 @@ def wants_stream(data: ChatRequest, request: Request[Any, Any, Any]) -> bool:
 @post(
     "/chat",
     status_code=200,
-    guards=[requires_member, rate_limited("chat")],
+    guards=[requires_member],
     before_request=require_json,
     tags=["chat"],
     summary="Answer a question from a knowledge base, with citations",
@@ -51,9 +51,11 @@ async def chat(
     principal: NamedDependency[Principal],
     pipeline: NamedDependency[RagPipeline],
 ) -> Response[Any]:
+    # The rate limit, and the answer cache's read in the same round trip to Redis.
+    prefetched = await admit(request, "chat", pipeline.answer_read_keys(principal, data))
     if not wants_stream(data, request):
-        return Response(await pipeline.chat(principal, data))
-    events = pipeline.chat_events(principal, data)
+        return Response(await pipeline.chat(principal, data, prefetched))
+    events = pipeline.chat_events(principal, data, prefetched)
     # Wait for the first event so that a failure before any text (unknown knowledge base, provider
     # down) is still an ordinary problem response with the right status code.
     first = await anext(events)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from litestar import Request
@@ -13,7 +14,7 @@ from litestar.types import Message, Scope
 from service.errors import UnsupportedMediaType
 from service.limits import Action, RateLimiter
 
-__all__ = ["add_rate_limit_headers", "rate_limited", "require_json"]
+__all__ = ["add_rate_limit_headers", "admit", "rate_limited", "require_json"]
 
 RATE_LIMIT_HEADERS = "ragwatch.rate_limit_headers"
 
@@ -32,14 +33,28 @@ def rate_limited(action: Action) -> Any:
     """A route guard counting the request against the caller's limits for ``action`` (429 when one is full)."""
 
     async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        limiter: RateLimiter | None = connection.app.state.limiter
-        if limiter is None:
-            return
-        principal = connection.user
-        decision = await limiter.check(principal.tenant_id, principal.user_id, action)
-        connection.scope[RATE_LIMIT_HEADERS] = decision.headers()  # type: ignore[literal-required]
+        await admit(connection, action)
 
     return guard
+
+
+async def admit(
+    connection: ASGIConnection[Any, Any, Any, Any], action: Action, read: Sequence[str] = ()
+) -> Sequence[bytes | None] | None:
+    """Count the request against the caller's limits for ``action`` (429 when one is full), and read the
+    ``read`` keys in the same round trip to Redis; their values, or ``None`` when Redis was not read (no
+    limiter, or Redis down).
+
+    The chat route calls this itself rather than through a guard: it knows the keys of its cache lookup only
+    once its body is read, and one round trip for both is the cost of a cached answer.
+    """
+    limiter: RateLimiter | None = connection.app.state.limiter
+    if limiter is None:
+        return None
+    principal = connection.user
+    decision = await limiter.check(principal.tenant_id, principal.user_id, action, read)
+    connection.scope[RATE_LIMIT_HEADERS] = decision.headers()  # type: ignore[literal-required]
+    return decision.read
 
 
 async def add_rate_limit_headers(message: Message, scope: Scope) -> None:

@@ -34,6 +34,7 @@ from tests.support import (
     make_settings,
     metric_total,
 )
+from tests.tcp_proxy import SlowProxy
 
 __all__ = ["fake_openai"]
 
@@ -291,3 +292,40 @@ def _poll_ready(client: httpx.Client, timeout_s: float = 15) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+def command_calls(redis: RedisServer) -> dict[str, int]:
+    """``INFO commandstats``: calls per command (those run inside scripts included)."""
+    reply = redis.command("INFO", "commandstats").decode()
+    calls = {}
+    for line in reply.splitlines():
+        if line.startswith("cmdstat_"):
+            name, stats = line.removeprefix("cmdstat_").split(":", 1)
+            calls[name] = int(stats.split(",")[0].removeprefix("calls="))
+    return calls
+
+
+def test_a_cached_answer_costs_redis_one_script_and_one_read_in_one_round_trip(
+    tmp_path: Path, redis: RedisServer, fake_openai: FakeOpenAI
+) -> None:
+    """The rate limit (one EVALSHA) and the answer cache's read (one MGET) go out together, as one pipeline."""
+    with (
+        SlowProxy(redis.url, delay_ms=1) as proxy,
+        service(tmp_path, redis, fake_openai, RAGWATCH_REDIS_URL=proxy.url) as server,
+        server.client(auth()) as client,
+    ):
+        kb_id = create_kb(client, "handbook")
+        ingest(client, kb_id, title="Handbook", text=HANDBOOK)
+        assert ask(client, kb_id)["cached"] is False
+        before, writes_before = command_calls(redis), proxy.writes_to_server
+        answers = [ask(client, kb_id) for _ in range(10)]
+        after, writes = command_calls(redis), proxy.writes_to_server - writes_before
+
+    assert [answer["cached"] for answer in answers] == [True] * 10
+    spent = {name: after[name] - before.get(name, 0) for name in after if after[name] != before.get(name, 0)}
+    assert spent.get("evalsha") == 10
+    assert spent.get("mget") == 10
+    assert "set" not in spent  # a hit writes nothing
+    assert "script|exists" not in spent
+    # One write per request; at most two more from the background (active tenants every 5 s, readiness 15 s).
+    assert 10 <= writes <= 12
