@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DATA_DIR ?= ./data
 PORT ?= 8000
 
-.PHONY: run test lint fmt system-deps clean stack
+.PHONY: run test lint fmt system-deps clean stack bench
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is required"; exit 1; }
@@ -54,6 +54,12 @@ stack:
 	@echo "Prometheus     http://127.0.0.1:9090"
 	@echo "Alertmanager   http://127.0.0.1:9093"
 	@echo "ragwatch API   http://127.0.0.1:8000   (token: docker compose exec api ragwatch token --tenant demo --user dev --role admin)"
+
+## bench: the benchmark (2 cores, under 10 minutes): bench/results/latest.{json,md,png}; BENCH_ARGS=--quick for a smoke run
+bench: $(STAMP)
+	@bash bench/ensure-tools.sh
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 ## system-deps: Debian packages the tests run for real
 system-deps:

@@ -1,0 +1,103 @@
+"""Ingestion: chunks per second through the service's own ingest path, batched and one row at a time.
+
+Runs in its own process pinned to the server core (``python -m bench.ingestion``). It builds the same
+:class:`service.rag.RagPipeline` the app builds, with the offline hashing embedder, telemetry off, the
+in-process cache and LanceDB in a fresh directory, and calls :meth:`RagPipeline.ingest` as the documents
+route does (chunk, embed, one ``merge_insert`` per document, cache invalidation).
+
+- *batched*: documents of 100 paragraphs, so each write carries 100 rows;
+- *one row at a time*: documents of one paragraph, so each write carries one row;
+- *embedder alone*: the hashing embedder over the same chunk texts, with no write, to show how the time
+  splits between embedding and LanceDB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.corpus import Corpus
+from service.auth import ADMIN, MEMBER, Principal
+from service.cache import Cache, MemoryCacheBackend
+from service.chunking import chunk_text
+from service.config import load_settings
+from service.pricing import load_prices
+from service.providers.offline import ExtractiveAnswerer, HashingEmbedder
+from service.rag import NewDocument, RagPipeline
+from service.shared_state import RedisHealth
+from service.store import Store
+from telemetry import disabled_telemetry
+
+PER_DOCUMENT = 100
+
+
+async def measure(directory: Path, batched_documents: int, single_rows: int) -> dict[str, Any]:
+    settings = load_settings({"RAGWATCH_DATA_DIR": str(directory), "RAGWATCH_AUTH_MODE": "dev"})
+    telemetry = disabled_telemetry()
+    embedder = HashingEmbedder(settings.providers.embedding_dimensions)
+    store = await Store.open(
+        settings.lancedb_uri, embedder.dimensions, read_consistency_s=0.5, ann_index_min_rows=1 << 30
+    )
+    cache = Cache(MemoryCacheBackend(1000), settings.cache, RedisHealth(None, telemetry), telemetry, settle_s=0.0)
+    pipeline = RagPipeline(
+        store, embedder, ExtractiveAnswerer(), settings.rag, cache=cache, telemetry=telemetry, prices=load_prices(None)
+    )
+    principal = Principal(tenant_id="bench", user_id="ingest", roles=frozenset({ADMIN, MEMBER}))
+    kb = await store.create_kb(principal.tenant_id, "ingestion", "", embedder.model)
+    corpus = Corpus(seed=23)
+    rag = settings.rag
+
+    warmup = corpus.paragraphs(PER_DOCUMENT)
+    await pipeline.ingest(principal, kb.id, NewDocument(title="warm-up", text="\n\n".join(warmup), metadata={}))
+
+    documents = ["\n\n".join(corpus.paragraphs(PER_DOCUMENT)) for _ in range(batched_documents)]
+    chunks = 0
+    started = time.perf_counter()
+    for number, text in enumerate(documents):
+        created = await pipeline.ingest(
+            principal, kb.id, NewDocument(title=f"Batch {number}", text=text, metadata={}, document_id=f"b{number}")
+        )
+        chunks += created.chunks
+    batched_s = time.perf_counter() - started
+
+    singles = corpus.paragraphs(single_rows)
+    started = time.perf_counter()
+    for number, text in enumerate(singles):
+        await pipeline.ingest(
+            principal, kb.id, NewDocument(title=f"Row {number}", text=text, metadata={}, document_id=f"r{number}")
+        )
+    single_s = time.perf_counter() - started
+
+    texts = [piece for text in documents for piece in chunk_text(text, rag.chunk_size, rag.chunk_overlap)]
+    started = time.perf_counter()
+    embedder.embed_sync(texts)
+    embed_s = time.perf_counter() - started
+    await cache.aclose()
+    await store.close()
+    return {
+        "chunks_per_document_batched": PER_DOCUMENT,
+        "batched": {"documents": batched_documents, "chunks": chunks, "seconds": round(batched_s, 3)},
+        "batched_chunks_per_s": round(chunks / batched_s, 1),
+        "single": {"documents": single_rows, "chunks": single_rows, "seconds": round(single_s, 3)},
+        "single_chunks_per_s": round(single_rows / single_s, 1),
+        "embedder_chunks_per_s": round(len(texts) / embed_s, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="ingestion benchmark")
+    parser.add_argument("--dir", type=Path, required=True)
+    parser.add_argument("--batched-documents", type=int, default=30)
+    parser.add_argument("--single-rows", type=int, default=150)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    outcome = asyncio.run(measure(args.dir, args.batched_documents, args.single_rows))
+    args.out.write_text(json.dumps(outcome, indent=2))
+
+
+if __name__ == "__main__":
+    main()
