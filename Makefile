@@ -6,6 +6,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATA_DIR ?= ./data
 PORT ?= 8000
+# program=Debian package: what the tests and the benchmark run for real, installed when missing (as root)
+TEST_PROGRAMS := redis-server=redis-server prometheus=prometheus promtool=prometheus \
+	prometheus-alertmanager=prometheus-alertmanager amtool=prometheus-alertmanager
+BENCH_PROGRAMS := wrk=wrk redis-server=redis-server cc=gcc taskset=util-linux
 
 .PHONY: run test lint fmt system-deps clean stack bench
 
@@ -57,13 +61,13 @@ stack:
 
 ## bench: the benchmark (2 cores, under 10 minutes): bench/results/latest.{json,md,png}; BENCH_ARGS=--quick for a smoke run
 bench: $(STAMP)
-	@bash bench/ensure-tools.sh
+	@bash tests/ensure-system-deps.sh $(BENCH_PROGRAMS)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 ## system-deps: Debian packages the tests run for real
 system-deps:
-	@bash tests/ensure-system-deps.sh
+	@bash tests/ensure-system-deps.sh $(TEST_PROGRAMS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
