@@ -188,7 +188,10 @@ class Cache:
         self._generation_ttl_s = max(settings.cache_retrieval_ttl_s, settings.cache_answers_ttl_s)
         self._unsaved: set[str] = set()
         """Generation keys whose renewal Redis did not take; their knowledge bases bypass the cache meanwhile."""
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._settling: dict[str, asyncio.TimerHandle] = {}
+        """Generation keys to renew again once the latest write has settled."""
+        self._retrying: asyncio.Future[None] | None = None
+        self._tasks: set[asyncio.Future[None]] = set()
 
     def enabled(self, name: CacheName) -> bool:
         return self._ttl[name] is not None
@@ -304,10 +307,9 @@ class Cache:
         """
         key = _generation_key(tenant_id, kb_id)
         if not await self._renew(key):
-            self._unsaved.add(key)
-            self._spawn(self._retry_unsaved())
+            self._keep_unsaved(key)
         if self._settle_s > 0:
-            self._spawn(self._renew_after(key, self._settle_s))
+            self._renew_once_settled(key)
 
     def _available(self, generation_key: str | None) -> bool:
         if not self._health.up:
@@ -327,11 +329,27 @@ class Cache:
         self._health.succeeded()
         return True
 
-    async def _renew_after(self, key: str, delay_s: float) -> None:
-        await asyncio.sleep(delay_s)
+    def _renew_once_settled(self, key: str) -> None:
+        """Renew ``key`` again ``settle_s`` after the latest write: one timer per knowledge base, however many
+        writes arrive meanwhile (each one moves it later; each write has renewed the generation already)."""
+        timer = self._settling.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        self._settling[key] = asyncio.get_running_loop().call_later(self._settle_s, self._settled, key)
+
+    def _settled(self, key: str) -> None:
+        del self._settling[key]
+        self._spawn(self._renew_settled(key))
+
+    async def _renew_settled(self, key: str) -> None:
         if not await self._renew(key):
-            self._unsaved.add(key)
-            await self._retry_unsaved()
+            self._keep_unsaved(key)
+
+    def _keep_unsaved(self, key: str) -> None:
+        """Bypass the knowledge base's cache in this process until its renewal is saved (one retrying task)."""
+        self._unsaved.add(key)
+        if self._retrying is None or self._retrying.done():
+            self._retrying = self._spawn(self._retry_unsaved())
 
     async def _retry_unsaved(self) -> None:
         while self._unsaved:
@@ -340,12 +358,15 @@ class Cache:
                 if self._health.up and await self._renew(key):
                     self._unsaved.discard(key)
 
-    def _spawn(self, work: Awaitable[None]) -> None:
+    def _spawn(self, work: Awaitable[None]) -> asyncio.Future[None]:
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def aclose(self) -> None:
+        for timer in self._settling.values():
+            timer.cancel()
         for task in list(self._tasks):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
