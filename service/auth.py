@@ -233,12 +233,13 @@ class Authentication:
         return self
 
 
-def requires_admin(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+# Role guards are coroutines: Litestar runs a plain function guard in a worker thread, on every request.
+async def requires_admin(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     if ADMIN not in connection.user.roles:
         raise Forbidden("This needs the admin role.")
 
 
-def requires_member(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+async def requires_member(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     if not connection.user.roles & {ADMIN, MEMBER}:
         raise Forbidden("This needs the member or admin role.")
 
