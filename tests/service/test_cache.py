@@ -110,6 +110,53 @@ def test_a_question_embedding_is_reused_by_another_knowledge_base(
     assert len(fake_openai.calls(CHAT)) == 2
 
 
+def test_with_the_answer_cache_off_a_repeated_question_reuses_the_retrieval_but_asks_the_llm_again(
+    tmp_path: Path, redis: RedisServer, fake_openai: FakeOpenAI
+) -> None:
+    env = {"RAGWATCH_EMBEDDER": "openai", "RAGWATCH_CACHE_ANSWERS_ENABLED": "false"}
+    with service(tmp_path, redis, fake_openai, **env) as server, server.client(auth()) as client:
+        kb_id = create_kb(client, "handbook")
+        ingest(client, kb_id, title="Handbook", text=HANDBOOK)
+        embedded_before = len(fake_openai.calls(EMBEDDINGS))
+        answers = [ask(client, kb_id), ask(client, kb_id)]
+        retrieval_hits = metric_total(client, "rag_cache_lookups_total", cache="retrieval", outcome="hit")
+
+    assert [answer["cached"] for answer in answers] == [False, False]
+    assert len(fake_openai.calls(CHAT)) == 2
+    assert len(fake_openai.calls(EMBEDDINGS)) == embedded_before + 1  # the second retrieval came from the cache
+    assert retrieval_hits == 1
+
+
+def test_a_cached_answer_expires_after_its_ttl(tmp_path: Path, redis: RedisServer, fake_openai: FakeOpenAI) -> None:
+    with (
+        service(tmp_path, redis, fake_openai, RAGWATCH_CACHE_ANSWERS_TTL_S="1") as server,
+        server.client(auth()) as client,
+    ):
+        kb_id = create_kb(client, "handbook")
+        ingest(client, kb_id, title="Handbook", text=HANDBOOK)
+        fresh = [ask(client, kb_id), ask(client, kb_id)]
+        time.sleep(1.5)  # past the TTL: Redis drops the entry
+        expired = ask(client, kb_id)
+
+    assert [answer["cached"] for answer in fresh] == [False, True]
+    assert expired["cached"] is False
+    assert len(fake_openai.calls(CHAT)) == 2
+
+
+def test_the_in_process_cache_keeps_at_most_its_entry_limit(tmp_path: Path) -> None:
+    """``memory://`` drops the least recently used entries: a chat makes three (embedding, passages, answer)."""
+    settings = make_settings(tmp_path, RAGWATCH_CACHE_MEMORY_MAX_ENTRIES="3")
+    with live_server(settings) as server, server.client(auth()) as client:
+        kb_id = create_kb(client, "handbook")
+        ingest(client, kb_id, title="Handbook", text=HANDBOOK)
+        first = [ask(client, kb_id), ask(client, kb_id)]
+        ask(client, kb_id, "When do unused vacation days expire?")  # its three entries push the first ones out
+        again = ask(client, kb_id)
+
+    assert [answer["cached"] for answer in first] == [False, True]
+    assert again["cached"] is False
+
+
 def test_ingesting_replacing_or_deleting_a_document_is_never_answered_from_before_it(
     tmp_path: Path, redis: RedisServer, fake_openai: FakeOpenAI
 ) -> None:
@@ -234,6 +281,7 @@ def test_while_redis_is_down_chat_answers_uncached_readiness_is_degraded_and_all
         readiness = client.get("/health/ready")
         redis_up = metric_total(client, "rag_dependency_up", dependency="redis")
         errors = metric_total(client, "rag_cache_lookups_total", cache="answers", outcome="error")
+        redis_errors = metric_total(client, "rag_redis_errors_total")
         calls_during = len(fake_openai.calls(CHAT)) - calls_before
         redis.start()
         recovered = _poll_ready(client)
@@ -253,6 +301,7 @@ def test_while_redis_is_down_chat_answers_uncached_readiness_is_degraded_and_all
     assert readiness.json()["checks"]["redis"]["status"] == "degraded"
     assert (redis_up, redis_up_after) == (0, 1)
     assert errors == 3
+    assert redis_errors >= 4  # the first failure, then every command skipped while Redis was down
     assert recovered
     assert after[0]["cached"] is False
     assert after[-1]["cached"] is True
