@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import jwt
 import msgspec
+from cachetools import TLRUCache
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
@@ -47,6 +48,7 @@ _ID = re.compile(ID_PATTERN)
 _SUBJECT = re.compile(r"[^\x00-\x1f\x7f]{1,256}")
 _HMAC = {"HS256", "HS384", "HS512"}
 _JWKS_TIMEOUT_S = 5.0
+_VERIFIED_TOKENS_KEPT = 10_000
 logger = logging.getLogger("ragwatch.auth")
 
 
@@ -90,6 +92,13 @@ class JWTAuthenticator:
             "verify_iss": settings.jwt_issuer is not None,
             "enforce_minimum_key_length": True,
         }
+        # Clients send the same token for many requests: verifying it once per ``jwt_verified_cache_s`` saves
+        # parsing, the signature check and the claim checks on every request after the first. An entry never
+        # outlives the token (``exp`` plus the leeway), so an expired token is refused exactly as before.
+        self._trust_for_s = settings.jwt_verified_cache_s
+        self._verified: TLRUCache[str, tuple[Principal, float]] = TLRUCache(
+            maxsize=_VERIFIED_TOKENS_KEPT, ttu=_trusted_until, timer=time.monotonic
+        )
 
     def __deepcopy__(self, memo: dict[int, Any]) -> JWTAuthenticator:
         # Litestar deep-copies a router (and its middleware arguments) when registering it. The JWKS
@@ -104,6 +113,9 @@ class JWTAuthenticator:
         return await self.authenticate(token.strip())
 
     async def authenticate(self, token: str) -> Principal:
+        verified = self._verified.get(token)
+        if verified is not None:
+            return verified[0]
         key = await self._key_for(token)
         try:
             claims = jwt.decode(
@@ -119,7 +131,11 @@ class JWTAuthenticator:
             raise Unauthorized("The token has expired.") from None
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"The token is not valid: {_reason(exc)}") from None
-        return _principal(claims)
+        principal = _principal(claims)
+        if self._trust_for_s:
+            valid_for_s = claims["exp"] + self._leeway - time.time()
+            self._verified[token] = (principal, min(self._trust_for_s, valid_for_s))
+        return principal
 
     async def _key_for(self, token: str) -> jwt.PyJWK:
         try:
@@ -152,6 +168,11 @@ class JWTAuthenticator:
             raise _jwks_unavailable(jwks, exc) from None
         except jwt.PyJWKClientError:
             raise Unauthorized("The token's kid names no key of the issuer.") from None
+
+
+def _trusted_until(_token: str, verified: tuple[Principal, float], now: float) -> float:
+    """When a verified token's cache entry expires (``TLRUCache`` asks when it stores the entry)."""
+    return now + verified[1]
 
 
 def _jwks_unavailable(jwks: jwt.PyJWKClient, exc: Exception) -> AuthUnavailable:

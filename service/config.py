@@ -98,6 +98,9 @@ class AuthSettings(msgspec.Struct, frozen=True):
     """Required ``aud`` claim, when set."""
     jwt_leeway_s: Annotated[int, msgspec.Meta(ge=0, le=300)] = 30
     """Clock skew tolerated on ``exp``/``nbf``/``iat``."""
+    jwt_verified_cache_s: Annotated[int, msgspec.Meta(ge=0, le=300)] = 60
+    """How long a verified token is trusted without checking its signature again (never past its ``exp``);
+    0 verifies every request."""
 
 
 class StorageSettings(msgspec.Struct, frozen=True):

@@ -46,11 +46,11 @@ def wants_stream(data: ChatRequest, request: Request[Any, Any, Any]) -> bool:
     },
 )
 async def chat(
-    data: JSONBody[ChatRequest],
-    request: Request[Any, Any, Any],
-    principal: NamedDependency[Principal],
-    pipeline: NamedDependency[RagPipeline],
+    data: JSONBody[ChatRequest], request: Request[Principal, Any, Any], pipeline: NamedDependency[RagPipeline]
 ) -> Response[Any]:
+    # The caller comes from ``request.user`` rather than the ``principal`` dependency the other routes take:
+    # with two dependencies Litestar resolves them in an anyio task group, on every chat.
+    principal = request.user
     # The rate limit, and the answer cache's read in the same round trip to Redis.
     prefetched = await admit(request, "chat", pipeline.answer_read_keys(principal, data))
     if not wants_stream(data, request):

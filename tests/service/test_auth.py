@@ -223,6 +223,29 @@ def test_a_token_expired_within_the_leeway_is_still_accepted(server: LiveServer)
     assert response.status_code == 200, response.text
 
 
+def test_a_verified_token_is_refused_once_it_expires_although_it_was_accepted_before(tmp_path: Path) -> None:
+    """Verified tokens are trusted for a while without a new signature check, never past ``exp`` + leeway."""
+    settings = make_settings(tmp_path, RAGWATCH_JWT_LEEWAY_S="0", RAGWATCH_JWT_VERIFIED_CACHE_S="300")
+    expires = int(time.time()) + 2
+    token = hs256(claims(exp=expires))
+    with live_server(settings) as running:
+        assert list_kbs(running, bearer(token)).status_code == 200
+        time.sleep(max(0.0, expires + 1 - time.time()))
+
+        response = list_kbs(running, bearer(token))
+
+    assert "expired" in assert_unauthenticated(response, sent=token)["detail"]
+
+
+def test_a_tampered_copy_of_a_token_accepted_before_is_refused(server: LiveServer) -> None:
+    """Trust is kept for the exact token that was verified: the same signature on another payload is refused."""
+    assert list_kbs(server, bearer(hs256(claims()))).status_code == 200
+
+    response = list_kbs(server, bearer(_tampered()))
+
+    assert_unauthenticated(response)
+
+
 def test_a_valid_token_is_accepted_with_any_case_of_the_bearer_scheme(server: LiveServer) -> None:
     token = hs256(claims())
 
