@@ -34,7 +34,7 @@ from service.readiness import monitor_readiness
 from service.shared_state import open_shared_state
 from service.store import Store
 from telemetry import Telemetry, TelemetryOptions, setup_telemetry
-from telemetry.http import server_plugin
+from telemetry.http import TraceContextPassthrough, server_plugin
 from telemetry.logs import configure_logging
 from telemetry.middleware import RequestTelemetryMiddleware
 
@@ -143,8 +143,11 @@ def create_app(settings: Settings, providers: Providers | None = None, telemetry
         route_handlers=[v1, live, ready, *([metrics] if serves_metrics(settings) else [])],
         dependencies={"pipeline": Provide(provide_pipeline, sync_to_thread=False)},
         lifespan=[resources],
-        plugins=[problem_details_plugin(), server_plugin(observed)],
-        middleware=[DefineMiddleware(RequestTelemetryMiddleware, telemetry=observed)],
+        plugins=[problem_details_plugin(), *([server_plugin(observed)] if observed.enabled else [])],
+        middleware=[
+            *([] if observed.enabled else [TraceContextPassthrough]),
+            DefineMiddleware(RequestTelemetryMiddleware, telemetry=observed),
+        ],
         before_send=[add_rate_limit_headers],
         exception_handlers=dict(unexpected_error_handlers),
         request_max_body_size=settings.server.max_body_bytes,

@@ -357,7 +357,7 @@ def command_calls(redis: RedisServer) -> dict[str, int]:
 def test_a_cached_answer_costs_redis_one_script_and_one_read_in_one_round_trip(
     tmp_path: Path, redis: RedisServer, fake_openai: FakeOpenAI
 ) -> None:
-    """The rate limit (one EVALSHA) and the answer cache's read (one MGET) go out together, as one pipeline."""
+    """The rate limit and the answer cache's read are one EVALSHA: its script reads the answer (one MGET)."""
     with (
         SlowProxy(redis.url, delay_ms=1) as proxy,
         service(tmp_path, redis, fake_openai, RAGWATCH_REDIS_URL=proxy.url) as server,

@@ -18,7 +18,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from service.app import telemetry_options
 from tests.fake_openai import CHAT, EMBEDDINGS, FAKE_MODEL, FakeOpenAI, fake_openai, openai_env
-from tests.support import HANDBOOK, assert_problem, documents_url, make_settings, token
+from tests.support import HANDBOOK, RedisServer, assert_problem, documents_url, make_settings, token
 from tests.telemetry import (
     OTHER_QUESTION,
     QUESTION,
@@ -66,10 +66,10 @@ def test_a_chat_request_is_one_trace_of_authentication_retrieval_and_answer(reco
     assert server_attributes["http.response.status_code"] == 200
     assert server_attributes["rag.tenant.id"] == "acme"
     assert server_attributes["rag.kb.id"] == kb_id
+    assert server_attributes["rag.cache.outcome"] == "miss"  # read in the rate limiter's round trip: no span
     assert trace.child_names(server) == [
         "authenticate",
         "rate_limit",
-        "cache.get",
         "select knowledge_bases",
         "rag.retrieve",
         "chat extractive",
@@ -86,9 +86,6 @@ def test_a_chat_request_is_one_trace_of_authentication_retrieval_and_answer(reco
     assert attributes(authenticate) == {"rag.auth.method": "jwt", "rag.tenant.id": "acme", "user.id": "alice"}
     rate_limit = trace.named("rate_limit")
     assert attributes(rate_limit) == {"rag.ratelimit.action": "chat", "rag.ratelimit.outcome": "allowed"}
-
-    answers_lookup = trace.children(server)[2]
-    assert attributes(answers_lookup) == {"rag.cache.name": "answers", "rag.cache.outcome": "miss"}
 
     retrieve = trace.named("rag.retrieve")
     assert attributes(retrieve) == {"rag.top_k": 5, "rag.retrieval.results": len(body["citations"])}
@@ -135,7 +132,7 @@ def test_a_chat_request_is_one_trace_of_authentication_retrieval_and_answer(reco
     assert trace.children(answer) == []
 
 
-def test_a_cached_answer_is_a_trace_of_authentication_rate_limit_and_one_cache_hit_without_an_llm_call(
+def test_a_cached_answer_is_a_trace_of_authentication_and_rate_limit_with_the_hit_and_no_llm_call(
     recorder: Recorder, serve: Serve
 ) -> None:
     with serve(recorder) as (_, client):
@@ -150,10 +147,59 @@ def test_a_cached_answer_is_a_trace_of_authentication_rate_limit_and_one_cache_h
     assert again.json()["answer"] == first.json()["answer"]
     trace = recorder.trace(again.json()["trace_id"])
     assert trace.is_one_tree()
-    assert trace.child_names(trace.server) == ["authenticate", "rate_limit", "cache.get"]
-    lookup = trace.children(trace.server)[2]
-    assert attributes(lookup) == {"rag.cache.name": "answers", "rag.cache.outcome": "hit"}
+    # The answer was read in the rate limiter's round trip: the hit is on the server span, not a span of its own.
+    assert trace.child_names(trace.server) == ["authenticate", "rate_limit"]
+    assert attributes(trace.server)["rag.cache.outcome"] == "hit"
     assert [span.name for span in trace.spans if span.name.startswith(("chat ", "embeddings "))] == []
+
+
+def test_a_cached_answer_on_redis_is_one_span_per_round_trip_the_rate_limit_reading_the_answer(
+    recorder: Recorder, serve: Serve, own_redis: RedisServer
+) -> None:
+    with serve(recorder, RAGWATCH_REDIS_URL=own_redis.url) as (_, client):
+        kb_id = kb_with_handbook(client)
+        client.post("/v1/chat", json=_chat(kb_id=kb_id)).raise_for_status()
+        again = client.post("/v1/chat", json=_chat(kb_id=kb_id))
+
+    assert again.json()["cached"] is True
+    trace = recorder.trace(again.json()["trace_id"])
+    assert trace.child_names(trace.server) == ["authenticate", "rate_limit"]
+    rate_limit = trace.named("rate_limit")
+    assert trace.children(rate_limit) == []  # the EVALSHA is this span's own work, not a span of its own
+    assert attributes(rate_limit) == {
+        "rag.ratelimit.action": "chat",
+        "rag.ratelimit.outcome": "allowed",
+        "db.system.name": "redis",
+        "db.operation.name": "EVALSHA",
+    }
+    assert attributes(trace.server)["rag.cache.outcome"] == "hit"
+
+
+def test_a_redis_failure_of_the_rate_limit_is_an_error_on_its_span(
+    recorder: Recorder, serve: Serve, own_redis: RedisServer
+) -> None:
+    with serve(recorder, RAGWATCH_REDIS_URL=own_redis.url) as (_, client):
+        kb_id = kb_with_handbook(client)
+        own_redis.stop()
+        reply = client.post("/v1/chat", json=_chat(kb_id=kb_id))
+
+    assert reply.status_code == 200, reply.text  # the limiter fails open by default
+    rate_limit = recorder.trace_of(reply).named("rate_limit")
+    assert rate_limit.status.status_code is StatusCode.ERROR
+    assert attributes(rate_limit)["rag.ratelimit.outcome"] == "error"
+    assert attributes(rate_limit)["error.type"] == "ConnectionError"
+    assert [event.name for event in rate_limit.events] == ["exception"]
+
+
+def test_without_the_rate_limiter_a_cache_lookup_is_a_span_of_its_own(recorder: Recorder, serve: Serve) -> None:
+    with serve(recorder, RAGWATCH_RATE_LIMIT_ENABLED="false") as (_, client):
+        kb_id = kb_with_handbook(client)
+        client.post("/v1/chat", json=_chat(kb_id=kb_id)).raise_for_status()
+        again = client.post("/v1/chat", json=_chat(kb_id=kb_id))
+
+    trace = recorder.trace(again.json()["trace_id"])
+    assert trace.child_names(trace.server) == ["authenticate", "cache.get"]
+    assert attributes(trace.named("cache.get")) == {"rag.cache.name": "answers", "rag.cache.outcome": "hit"}
 
 
 def test_the_trace_id_of_the_answer_is_the_one_of_its_traceresponse_header(recorder: Recorder, serve: Serve) -> None:
@@ -289,7 +335,6 @@ def test_an_llm_provider_error_is_an_error_chat_span_a_502_server_span_and_a_cou
     assert trace.child_names(server) == [
         "authenticate",
         "rate_limit",
-        "cache.get",
         "select knowledge_bases",
         "rag.retrieve",
         "chat gpt-4o-mini",
