@@ -32,7 +32,12 @@ async def check_readiness(pipeline: RagPipeline, settings: Settings, shared: Sha
 
 
 async def monitor_readiness(pipeline: RagPipeline, settings: Settings, shared: SharedState) -> None:
-    """Run the checks every 15 s, so ``rag_dependency_up`` stays current when nothing probes ``/health/ready``."""
+    """Run the checks every 15 s, so ``rag_dependency_up`` stays current when nothing probes ``/health/ready``.
+
+    The checks time out with ``asyncio.timeout``, not ``asyncio.wait_for``: on Python 3.11, ``wait_for``
+    swallows a cancellation that arrives as its awaitable finishes, and this loop, cancelled at shutdown,
+    would then run on and keep the app from stopping.
+    """
     while True:
         await check_readiness(pipeline, settings, shared)
         await asyncio.sleep(MONITOR_INTERVAL_S)
@@ -42,7 +47,8 @@ async def _check_redis(shared: SharedState) -> HealthCheck:
     if shared.redis is None:
         return HealthCheck(status="ok", detail="in-process (memory://)")
     try:
-        await asyncio.wait_for(shared.ping(), _CHECK_TIMEOUT_S)
+        async with asyncio.timeout(_CHECK_TIMEOUT_S):
+            await shared.ping()
     except Exception as exc:  # any failure to answer PING: degraded, with the reason
         return HealthCheck(status="degraded", detail=f"Redis does not answer: {type(exc).__name__}")
     return HealthCheck(status="ok")
@@ -50,7 +56,8 @@ async def _check_redis(shared: SharedState) -> HealthCheck:
 
 async def _check_lancedb(pipeline: RagPipeline) -> HealthCheck:
     try:
-        await asyncio.wait_for(pipeline.store.ping(), _CHECK_TIMEOUT_S)
+        async with asyncio.timeout(_CHECK_TIMEOUT_S):
+            await pipeline.store.ping()
     except TimeoutError:
         return HealthCheck(status="failing", detail=f"LanceDB did not answer within {_CHECK_TIMEOUT_S:g}s")
     except Exception as exc:  # any failure to read means not ready; the detail says which
