@@ -103,7 +103,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     import uvicorn
 
-    from service.app import create_app, telemetry_options
+    from service.app import create_app, own_process, telemetry_options
     from telemetry import setup_telemetry
     from telemetry.http import serve_metrics
     from telemetry.logs import configure_logging
@@ -134,8 +134,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, so a `finally` here would never run:
     # what is still queued is flushed by the app's shutdown hook.
-    app.on_shutdown.append(telemetry.shutdown)
-    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
+    uvicorn.run(own_process(app, telemetry), host=host, port=port, log_config=None, access_log=False)
     return 0
 
 

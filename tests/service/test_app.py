@@ -1,14 +1,47 @@
-"""The app's life cycle: how it starts and stops."""
+"""The app's life cycle: how it starts and stops, as a server process runs it (``own_process``) and as a library
+caller does (``create_app``)."""
 
 from __future__ import annotations
 
+import gc
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from litestar.testing import TestClient
 
-from service.app import create_app
+from service.app import create_app, own_process, telemetry_options
+from telemetry import setup_telemetry
 from tests.support import make_settings
+
+
+@pytest.fixture
+def unfrozen_heap() -> Iterator[None]:
+    """Start and leave the test process with nothing in the permanent generation."""
+    gc.unfreeze()
+    yield
+    gc.unfreeze()
+
+
+@pytest.mark.usefixtures("unfrozen_heap")
+def test_a_server_process_freezes_what_it_holds_once_started(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    telemetry = setup_telemetry(telemetry_options(settings), {"OTEL_SDK_DISABLED": "true"})
+    app = own_process(create_app(settings, telemetry=telemetry), telemetry)
+
+    with TestClient(app) as client:
+        frozen = gc.get_freeze_count()
+        assert client.get("/health/live").status_code == 200
+
+    assert frozen > 10_000
+
+
+@pytest.mark.usefixtures("unfrozen_heap")
+def test_a_library_caller_keeps_its_garbage_collector_as_it_was(tmp_path: Path) -> None:
+    with TestClient(create_app(make_settings(tmp_path))) as client:
+        assert client.get("/health/live").status_code == 200
+        assert gc.get_freeze_count() == 0
 
 
 def test_an_app_stopped_as_it_starts_still_stops(tmp_path: Path) -> None:
