@@ -1,9 +1,10 @@
 """Ingestion: chunks per second through the service's own ingest path, batched and one row at a time.
 
-Runs in its own process pinned to the server core (``python -m bench.ingestion``). It builds the same
-:class:`service.rag.RagPipeline` the app builds, with the offline hashing embedder, telemetry off, the
-in-process cache and LanceDB in a fresh directory, and calls :meth:`RagPipeline.ingest` as the documents
-route does (chunk, embed, one ``merge_insert`` per document, cache invalidation).
+Runs in its own process pinned to the server core (``python -m bench.ingestion``). It builds the service's
+object graph with its composition root (:func:`service.container.build_container`), with the offline hashing
+embedder, telemetry off, the in-process cache and LanceDB in a fresh directory, and calls
+:meth:`Documents.write` as the documents route does once the upload is parsed (chunk, embed, one
+``merge_insert`` per document, cache invalidation).
 
 - *batched*: documents of 100 paragraphs, so each write carries 100 rows;
 - *one row at a time*: documents of one paragraph, so each write carries one row;
@@ -22,43 +23,42 @@ from typing import Any
 
 from bench.corpus import Corpus
 from service.auth import ADMIN, MEMBER, Principal
-from service.cache import Cache, MemoryCacheBackend
 from service.chunking import chunk_text
 from service.config import load_settings
-from service.pricing import load_prices
-from service.providers.offline import ExtractiveAnswerer, HashingEmbedder
-from service.rag import NewDocument, RagPipeline
-from service.shared_state import RedisHealth
-from service.store import Store
+from service.container import build_container
+from service.documents import NewDocument
+from service.models import KnowledgeBaseCreate
+from service.providers.offline import HashingEmbedder
 from telemetry import disabled_telemetry
 
 PER_DOCUMENT = 100
 
 
 async def measure(directory: Path, batched_documents: int, single_rows: int) -> dict[str, Any]:
-    settings = load_settings({"RAGWATCH_DATA_DIR": str(directory), "RAGWATCH_AUTH_MODE": "dev"})
-    telemetry = disabled_telemetry()
+    settings = load_settings(
+        {
+            "RAGWATCH_DATA_DIR": str(directory),
+            "RAGWATCH_AUTH_MODE": "dev",
+            "RAGWATCH_ANN_INDEX_MIN_ROWS": str(1 << 30),
+        }
+    )
+    container = build_container(settings, telemetry=disabled_telemetry())
+    await container.start()
+    service = container.documents
     embedder = HashingEmbedder(settings.providers.embedding_dimensions)
-    store = await Store.open(
-        settings.lancedb_uri, embedder.dimensions, read_consistency_s=0.5, ann_index_min_rows=1 << 30
-    )
-    cache = Cache(MemoryCacheBackend(1000), settings.cache, RedisHealth(None, telemetry), telemetry, settle_s=0.0)
-    pipeline = RagPipeline(
-        store, embedder, ExtractiveAnswerer(), settings.rag, cache=cache, telemetry=telemetry, prices=load_prices(None)
-    )
     principal = Principal(tenant_id="bench", user_id="ingest", roles=frozenset({ADMIN, MEMBER}))
-    kb = await store.create_kb(principal.tenant_id, "ingestion", "", embedder.model)
+    kb = await container.knowledge_bases.create(principal, KnowledgeBaseCreate(name="ingestion"))
     corpus = Corpus(seed=23)
     rag = settings.rag
 
     warmup = corpus.paragraphs(PER_DOCUMENT)
-    await pipeline.ingest(principal, kb.id, NewDocument(title="warm-up", text="\n\n".join(warmup), metadata={}))
+    await service.write(principal, kb.id, NewDocument(title="warm-up", text="\n\n".join(warmup), metadata={}))
 
     documents = ["\n\n".join(corpus.paragraphs(PER_DOCUMENT)) for _ in range(batched_documents)]
     chunks = 0
     started = time.perf_counter()
     for number, text in enumerate(documents):
-        created = await pipeline.ingest(
+        created = await service.write(
             principal, kb.id, NewDocument(title=f"Batch {number}", text=text, metadata={}, document_id=f"b{number}")
         )
         chunks += created.chunks
@@ -67,7 +67,7 @@ async def measure(directory: Path, batched_documents: int, single_rows: int) -> 
     singles = corpus.paragraphs(single_rows)
     started = time.perf_counter()
     for number, text in enumerate(singles):
-        await pipeline.ingest(
+        await service.write(
             principal, kb.id, NewDocument(title=f"Row {number}", text=text, metadata={}, document_id=f"r{number}")
         )
     single_s = time.perf_counter() - started
@@ -76,8 +76,7 @@ async def measure(directory: Path, batched_documents: int, single_rows: int) -> 
     started = time.perf_counter()
     embedder.embed_sync(texts)
     embed_s = time.perf_counter() - started
-    await cache.aclose()
-    await store.close()
+    await container.aclose()
     return {
         "chunks_per_document_batched": PER_DOCUMENT,
         "batched": {"documents": batched_documents, "chunks": chunks, "seconds": round(batched_s, 3)},

@@ -10,7 +10,7 @@ out of the ``MONITOR`` split by name. The server is warmed first at the same rat
 connections and health-checking idle ones (one-off costs) stay out of the per-request figures.
 
 Latency (``python -m bench.redis_cost latency``, pinned to the server core): the service's own Redis client
-(built by :func:`service.shared_state.open_shared_state`, same pool and timeouts) runs a bare ``PING`` loop,
+(built by :func:`service.container.build_container`, same pool and timeouts) runs a bare ``PING`` loop,
 then the exact calls a cached chat makes, through the service's own :class:`RateLimiter` and :class:`Cache`
 (the answer-cache keys are read in the rate limiter's round trip, as the chat route does).
 """
@@ -173,18 +173,18 @@ def count_per_request(fleet: Fleet, name: str, requests: int, rate: float, work:
 # --- latency, in its own process on the server core ---------------------------------------------------------
 
 
-async def _latency(redis_url: str, kb_id: str, iterations: int) -> dict[str, Any]:
+async def _latency(redis_url: str, kb_id: str, iterations: int, scratch: str) -> dict[str, Any]:
     from bench.fleet import HUGE, JWT_SECRET, TENANT, USER  # noqa: PLC0415
     from service.auth import ADMIN, MEMBER, Principal  # noqa: PLC0415 - the subprocess imports the service
-    from service.cache import Cache, normalize_question  # noqa: PLC0415
     from service.config import load_settings  # noqa: PLC0415
-    from service.limits import RateLimiter  # noqa: PLC0415
-    from service.providers import PROMPT_VERSION  # noqa: PLC0415
-    from service.shared_state import open_shared_state  # noqa: PLC0415
+    from service.container import build_container  # noqa: PLC0415
+    from service.errors import NotFound  # noqa: PLC0415
+    from service.models import ChatRequest  # noqa: PLC0415
     from telemetry import disabled_telemetry  # noqa: PLC0415
 
     settings = load_settings(
         {
+            "RAGWATCH_DATA_DIR": scratch,
             "RAGWATCH_REDIS_URL": redis_url,
             "RAGWATCH_JWT_SECRET": JWT_SECRET,
             "RAGWATCH_RATE_LIMIT_PER_MINUTE": HUGE,
@@ -193,22 +193,14 @@ async def _latency(redis_url: str, kb_id: str, iterations: int) -> dict[str, Any
             "RAGWATCH_RATE_LIMIT_TENANT_PER_HOUR": HUGE,
         }
     )
-    telemetry = disabled_telemetry()
-    shared = open_shared_state(settings, telemetry)
+    # The service's own object graph (its composition root), with no HTTP server and telemetry off.
+    container = build_container(settings, telemetry=disabled_telemetry())
+    await container.start()
+    shared, limiter, chat = container.shared, container.limiter, container.chat
     assert shared.redis is not None
-    limiter = RateLimiter(shared.counters, settings.limits, {}, telemetry, shared.health)
-    cache = Cache(shared.cache, settings.cache, shared.health, telemetry, settle_s=0.0)
+    assert limiter is not None
     principal = Principal(tenant_id=TENANT, user_id=USER, roles=frozenset({ADMIN, MEMBER}))
-    dims = settings.providers.embedding_dimensions
-    # The answer-cache key parts of RagPipeline._lookup_answer for the cached question, default top_k.
-    parts = [
-        normalize_question(CACHED_QUESTION),
-        str(settings.rag.default_top_k),
-        f"hashing-{dims}",
-        "ragwatch/extractive",
-        PROMPT_VERSION,
-        str(settings.rag.min_similarity),
-    ]
+    request = ChatRequest(kb_id=kb_id, question=CACHED_QUESTION)
     for _ in range(200):  # warm the pool's connections
         await shared.redis.ping()
     pings: list[float] = []
@@ -220,15 +212,17 @@ async def _latency(redis_url: str, kb_id: str, iterations: int) -> dict[str, Any
     outcomes: Counter[str] = Counter()
     for _ in range(iterations):
         # As the chat route does it: the rate-limit script and the answer cache's keys in one call, then the
-        # lookup served from what that call read.
+        # answer served from what that call read.
         started = time.perf_counter()
-        keys = cache.read_keys("answers", principal.tenant_id, parts, kb_id=kb_id)
+        keys = chat.read_keys(principal, request)
         decision = await limiter.check(principal.tenant_id, principal.user_id, "chat", keys)
-        lookup = await cache.lookup("answers", principal.tenant_id, parts, kb_id=kb_id, prefetched=decision.read)
+        try:
+            cached = (await chat.answer(principal, request, decision.read)).cached
+        except NotFound:  # a miss: this process's own (empty) store does not hold the server's knowledge base
+            cached = False
         sequences.append(time.perf_counter() - started)
-        outcomes[lookup.outcome] += 1
-    await cache.aclose()
-    await shared.aclose()
+        outcomes["hit" if cached else "miss"] += 1
+    await container.aclose()
     ping = percentiles_ms(pings)
     chat = percentiles_ms(sequences)
     return {
@@ -248,13 +242,14 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=3000)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    scratch = str(args.out.parent / "redis-cost-data")
     try:
         import uvloop  # noqa: PLC0415 - the loop the service runs on, when installed
 
-        outcome = uvloop.run(_latency(args.redis_url, args.kb, args.iterations))
+        outcome = uvloop.run(_latency(args.redis_url, args.kb, args.iterations, scratch))
         outcome["loop"] = "uvloop"
     except ImportError:
-        outcome = asyncio.run(_latency(args.redis_url, args.kb, args.iterations))
+        outcome = asyncio.run(_latency(args.redis_url, args.kb, args.iterations, scratch))
         outcome["loop"] = "asyncio"
     args.out.write_text(json.dumps(outcome, indent=2))
 

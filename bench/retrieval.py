@@ -30,8 +30,10 @@ import pyarrow as pa
 
 from bench.corpus import Corpus
 from bench.stats import percentiles_ms
-from service.rag import reciprocal_rank_fusion
-from service.store import Store, _chunk_schema, _text_search, _vector_search
+from service.chat import reciprocal_rank_fusion
+from service.store import Store
+from service.store.search import text_search, vector_search
+from service.store.tables import chunk_schema
 
 DIMENSIONS = 384
 TENANT_SHARES = (0.40, 0.20, 0.10, 0.08, 0.06, 0.05, 0.04, 0.03, 0.02, 0.02)
@@ -59,11 +61,13 @@ def clustered_vectors(rng: np.random.Generator, rows: int, centres: int = 1000, 
 async def build(directory: Path, rows: int, ann_min_rows: int, seed: int) -> dict[str, Any]:
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
-    store = await Store.open(str(directory), DIMENSIONS, read_consistency_s=0.5, ann_index_min_rows=ann_min_rows)
+    store = await Store(
+        str(directory), dimensions=DIMENSIONS, read_consistency_s=0.5, ann_index_min_rows=ann_min_rows
+    ).open()
     tenants = tenant_of(TENANT_SHARES, rows)
     vectors = clustered_vectors(rng, rows)
     texts = Corpus(seed=seed).texts(rows)
-    schema = _chunk_schema(DIMENSIONS)
+    schema = chunk_schema(DIMENSIONS)
     generated = time.perf_counter()
     for start in range(0, rows, BATCH):
         stop = min(rows, start + BATCH)
@@ -86,7 +90,7 @@ async def build(directory: Path, rows: int, ann_min_rows: int, seed: int) -> dic
         }
         await store._chunks.add(pa.Table.from_pydict(columns, schema=schema))
     written = time.perf_counter()
-    await store._maintain()  # the service's own step: HNSW from ann_min_rows rows, then optimize()
+    await store.maintain()  # the service's own step: HNSW from ann_min_rows rows, then optimize()
     indexed = time.perf_counter()
     indices = await store._chunks.list_indices()
     await store.close()
@@ -110,7 +114,8 @@ async def _timed(samples: list[float], work: Any) -> Any:
 
 
 async def query(directory: Path, queries: int, seed: int) -> dict[str, Any]:
-    store = await Store.open(str(directory), DIMENSIONS, read_consistency_s=0.5, ann_index_min_rows=1 << 30)
+    store = Store(str(directory), dimensions=DIMENSIONS, read_consistency_s=0.5, ann_index_min_rows=1 << 30)
+    await store.open()
     table = await store._snapshot()
     rows = await table.count_rows()
     ann = any(i.columns == ["vector"] for i in await table.list_indices())
@@ -131,11 +136,11 @@ async def query(directory: Path, queries: int, seed: int) -> dict[str, Any]:
         timings: dict[str, list[float]] = {"vector": [], "full_text": [], "hybrid": [], "numpy_exact": []}
         recalls: list[float] = []
         # One untimed pass of each kind: the first query opens files and loads index pages.
-        await _vector_search(table, tenant, KB, probes[0], CANDIDATES)
-        await _text_search(table, tenant, KB, words[0], CANDIDATES)
+        await vector_search(table, tenant, KB, probes[0], CANDIDATES)
+        await text_search(table, tenant, KB, words[0], CANDIDATES)
         for probe, text in zip(probes, words, strict=True):
-            hits = await _timed(timings["vector"], _vector_search(table, tenant, KB, probe, CANDIDATES))
-            await _timed(timings["full_text"], _text_search(table, tenant, KB, text, CANDIDATES))
+            hits = await _timed(timings["vector"], vector_search(table, tenant, KB, probe, CANDIDATES))
+            await _timed(timings["full_text"], text_search(table, tenant, KB, text, CANDIDATES))
             started = time.perf_counter()
             vector_hits, text_hits = await store.hybrid_search(tenant, KB, probe, text, CANDIDATES)
             relevant = [hit for hit in vector_hits if hit.score >= MIN_SIMILARITY]

@@ -12,6 +12,7 @@ import base64
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import jwt
@@ -30,11 +31,12 @@ __all__ = [
     "ADMIN",
     "MEMBER",
     "AuthUnavailable",
-    "Authentication",
     "Authenticator",
     "DevHeaderAuthenticator",
+    "Guard",
     "JWTAuthenticator",
     "Principal",
+    "authentication_guard",
     "mint_token",
     "requires_admin",
     "requires_member",
@@ -74,36 +76,31 @@ class JWTAuthenticator:
     """Verifies a bearer token and returns the caller, or raises :class:`Unauthorized`."""
 
     def __init__(self, settings: AuthSettings) -> None:
-        self._algorithms = list(settings.jwt_algorithms)
+        self._algorithms = list(settings.algorithms)
         self._keys = _static_keys(settings)
         # The whole key set is cached for 5 minutes, so a key the issuer withdraws stops verifying tokens
         # within that time (a per-kid cache would keep it forever); an unknown kid refetches at most every 30 s.
         self._jwks = (
-            jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=False, lifespan=300, timeout=_JWKS_TIMEOUT_S)
-            if settings.jwt_jwks_url
+            jwt.PyJWKClient(settings.jwks_url, cache_keys=False, lifespan=300, timeout=_JWKS_TIMEOUT_S)
+            if settings.jwks_url
             else None
         )
-        self._issuer = settings.jwt_issuer
-        self._audience = settings.jwt_audience
-        self._leeway = settings.jwt_leeway_s
+        self._issuer = settings.issuer
+        self._audience = settings.audience
+        self._leeway = settings.leeway_s
         self._options: jwt.types.Options = {
             "require": ["exp", "sub"],
-            "verify_aud": settings.jwt_audience is not None,
-            "verify_iss": settings.jwt_issuer is not None,
+            "verify_aud": settings.audience is not None,
+            "verify_iss": settings.issuer is not None,
             "enforce_minimum_key_length": True,
         }
         # Clients send the same token for many requests: verifying it once per ``jwt_verified_cache_s`` saves
         # parsing, the signature check and the claim checks on every request after the first. An entry never
         # outlives the token (``exp`` plus the leeway), so an expired token is refused exactly as before.
-        self._trust_for_s = settings.jwt_verified_cache_s
+        self._trust_for_s = settings.verified_cache_s
         self._verified: TLRUCache[str, tuple[Principal, float]] = TLRUCache(
             maxsize=_VERIFIED_TOKENS_KEPT, ttu=_trusted_until, timer=time.monotonic
         )
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> JWTAuthenticator:
-        # Litestar deep-copies a router (and its middleware arguments) when registering it. The JWKS
-        # client holds a lock, which cannot be copied, and its key cache must stay one for the whole app.
-        return self
 
     async def identify(self, connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
         scheme, _, token = connection.headers.get("authorization", "").partition(" ")
@@ -182,14 +179,14 @@ def _jwks_unavailable(jwks: jwt.PyJWKClient, exc: Exception) -> AuthUnavailable:
 
 def _static_keys(settings: AuthSettings) -> dict[str, jwt.PyJWK]:
     keys: dict[str, jwt.PyJWK] = {}
-    if settings.jwt_secret is not None:
-        secret = base64.urlsafe_b64encode(settings.jwt_secret.reveal().encode()).rstrip(b"=").decode()
-        for algorithm in _HMAC & set(settings.jwt_algorithms):
+    if settings.secret is not None:
+        secret = base64.urlsafe_b64encode(settings.secret.reveal().encode()).rstrip(b"=").decode()
+        for algorithm in _HMAC & set(settings.algorithms):
             keys[algorithm] = jwt.PyJWK({"kty": "oct", "k": secret}, algorithm=algorithm)
-    if settings.jwt_public_key_file:
-        with open(settings.jwt_public_key_file, "rb") as handle:
+    if settings.public_key_file:
+        with open(settings.public_key_file, "rb") as handle:
             public_key = load_pem_public_key(handle.read())
-        for algorithm in set(settings.jwt_algorithms) - _HMAC:
+        for algorithm in set(settings.algorithms) - _HMAC:
             algo = jwt.get_algorithm_by_name(algorithm)
             try:
                 jwk = algo.to_jwk(public_key, as_dict=True)
@@ -226,32 +223,30 @@ class DevHeaderAuthenticator:
         return Principal(tenant_id=tenant_id, user_id=user_id, roles=frozenset(roles))
 
 
-class Authentication:
-    """Router guard that puts the caller's :class:`Principal` on ``connection.user`` for every ``/v1`` route.
+Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]
+
+
+def authentication_guard(authenticator: Authenticator, telemetry: Telemetry) -> Guard:
+    """The router guard that puts the caller's :class:`Principal` on ``connection.user`` for every ``/v1`` route.
 
     A guard rather than a middleware: guards run inside the route's exception handling, so a 401 travels back
     through the telemetry middleware like any response (counted with its status, carrying ``traceresponse``),
-    and authentication happens before the body is read.
+    and authentication happens before the body is read. A closure, so that Litestar's copies of the router
+    share the one authenticator (and its key and token caches).
     """
+    method = "dev-headers" if isinstance(authenticator, DevHeaderAuthenticator) else "jwt"
 
-    def __init__(self, authenticator: Authenticator, telemetry: Telemetry) -> None:
-        self._authenticator = authenticator
-        self._telemetry = telemetry
-        self._method = "dev-headers" if isinstance(authenticator, DevHeaderAuthenticator) else "jwt"
-
-    async def __call__(self, connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    async def authenticate(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         """Identify the caller in an ``authenticate`` span (which never records the token)."""
-        with stage(self._telemetry, "authenticate", **{"rag.auth.method": self._method}) as span:
-            principal = await self._authenticator.identify(connection)
+        with stage(telemetry, "authenticate", **{"rag.auth.method": method}) as span:
+            principal = await authenticator.identify(connection)
             if span.is_recording():
                 span.set_attributes({"rag.tenant.id": principal.tenant_id, "user.id": principal.user_id})
         connection.scope["user"] = principal
         update_request(tenant_id=principal.tenant_id, user_id=principal.user_id)
-        self._telemetry.instruments.active_tenants.seen(principal.tenant_id)
+        telemetry.instruments.active_tenants.seen(principal.tenant_id)
 
-    def __deepcopy__(self, memo: dict[int, object]) -> Authentication:
-        """Litestar copies guards per route; one authenticator (and its key cache) serves them all."""
-        return self
+    return authenticate
 
 
 # Role guards are coroutines: Litestar runs a plain function guard in a worker thread, on every request.

@@ -101,49 +101,22 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    import uvicorn
+    from service.server import serve
 
-    from service.app import create_app, own_process, telemetry_options
-    from telemetry import setup_telemetry
-    from telemetry.http import serve_metrics
-    from telemetry.logs import configure_logging
-
-    host, port = args.host or settings.server.host, args.port or settings.server.port
-    # log_config=None: uvicorn's own records go through ragwatch's handlers; the access log is ragwatch's.
-    if args.workers != 1:
-        uvicorn.run(
-            "service.app:app_from_environment",
-            factory=True,
-            host=host,
-            port=port,
-            workers=args.workers,
-            log_config=None,
-            access_log=False,
-        )
-        return 0
-    telemetry = setup_telemetry(telemetry_options(settings))
-    configure_logging(telemetry, settings.telemetry.log_level, settings.telemetry.log_format)
-    metrics_port = settings.telemetry.metrics_port
-    if settings.telemetry.metrics_enabled and metrics_port not in (None, port):
-        serve_metrics(telemetry, host, metrics_port)
     try:
-        app = create_app(settings, telemetry=telemetry)
+        serve(settings, args.host or settings.server.host, args.port or settings.server.port, args.workers)
     except SettingsError as exc:  # a settings file (prices, rate-limit overrides) that cannot be used
-        telemetry.shutdown()
         print(f"ragwatch: {exc}", file=sys.stderr)
         return 2
-    # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, so a `finally` here would never run:
-    # what is still queued is flushed by the app's shutdown hook.
-    uvicorn.run(own_process(app, telemetry), host=host, port=port, log_config=None, access_log=False)
     return 0
 
 
 def _token(settings: Settings, args: argparse.Namespace) -> int:
-    secret = settings.auth.jwt_secret
+    secret = settings.auth.secret
     if secret is None:
         print("ragwatch: RAGWATCH_JWT_SECRET: required to mint tokens", file=sys.stderr)
         return 2
-    if settings.auth.auth_mode == "jwt" and "HS256" not in settings.auth.jwt_algorithms:
+    if settings.auth.mode == "jwt" and "HS256" not in settings.auth.algorithms:
         print(
             "ragwatch: RAGWATCH_JWT_ALGORITHMS: the server does not accept HS256, the algorithm of minted tokens",
             file=sys.stderr,
@@ -156,8 +129,8 @@ def _token(settings: Settings, args: argparse.Namespace) -> int:
             user_id=args.user,
             roles=args.role or [MEMBER],
             ttl_s=args.ttl,
-            iss=settings.auth.jwt_issuer,
-            aud=settings.auth.jwt_audience,
+            iss=settings.auth.issuer,
+            aud=settings.auth.audience,
         )
     except ValueError as exc:
         print(f"ragwatch: {exc}", file=sys.stderr)
@@ -176,17 +149,17 @@ def _client(settings: Settings | None, args: argparse.Namespace) -> httpx.Client
         headers["Authorization"] = f"Bearer {args.token}"
     elif settings is None:
         pass
-    elif settings.auth.auth_mode == "dev":
+    elif settings.auth.mode == "dev":
         headers.update({"X-Tenant-Id": args.tenant, "X-User-Id": "cli"})
-    elif settings.auth.jwt_secret is not None:
+    elif settings.auth.secret is not None:
         token = mint_token(
-            settings.auth.jwt_secret.reveal(),
+            settings.auth.secret.reveal(),
             args.tenant,
             "cli",
             [ADMIN, MEMBER],
             600,
-            iss=settings.auth.jwt_issuer,
-            aud=settings.auth.jwt_audience,
+            iss=settings.auth.issuer,
+            aud=settings.auth.audience,
         )
         headers["Authorization"] = f"Bearer {token}"
     return httpx.Client(base_url=args.url, headers=headers, timeout=120)

@@ -26,7 +26,6 @@ __all__ = [
     "Conflict",
     "Forbidden",
     "NotFound",
-    "PayloadTooLarge",
     "ProviderError",
     "ProviderRateLimited",
     "ProviderTimeout",
@@ -36,6 +35,7 @@ __all__ = [
     "RateLimiterUnavailable",
     "Unauthorized",
     "UnsupportedMediaType",
+    "problem",
     "problem_details_plugin",
     "problem_responses",
     "unexpected_error_handlers",
@@ -85,10 +85,6 @@ class Conflict(RagwatchError):
     status, slug, title = 409, "conflict", "The resource is in a conflicting state"
 
 
-class PayloadTooLarge(RagwatchError):
-    status, slug, title = 413, "payload-too-large", "The request body is too large"
-
-
 class UnsupportedMediaType(RagwatchError):
     status, slug, title = 415, "unsupported-media-type", "Unsupported content type"
 
@@ -132,13 +128,15 @@ _HTTP_SLUGS = {
 }
 
 
+def problem(exc: RagwatchError) -> Problem:
+    """The RFC 9457 body of ``exc``: what an error response carries, and an SSE ``error`` event too."""
+    return Problem(type=PROBLEM_BASE + exc.slug, title=exc.title, status=exc.status, detail=exc.detail)
+
+
 def _domain_problem(exc: RagwatchError) -> ProblemDetailsException:
+    body = problem(exc)
     return ProblemDetailsException(
-        status_code=exc.status,
-        type_=PROBLEM_BASE + exc.slug,
-        title=exc.title,
-        detail=exc.detail,
-        headers=exc.headers or None,
+        status_code=body.status, type_=body.type, title=body.title, detail=body.detail, headers=exc.headers or None
     )
 
 

@@ -11,7 +11,6 @@ __all__ = [
     "MAX_TITLE_LENGTH",
     "ChatRequest",
     "ChatResponse",
-    "Citation",
     "DocumentCreate",
     "DocumentCreated",
     "DocumentSummary",
@@ -19,6 +18,7 @@ __all__ = [
     "KnowledgeBase",
     "KnowledgeBaseCreate",
     "KnowledgeBaseDetail",
+    "Passage",
     "Problem",
     "Readiness",
     "Usage",
@@ -82,11 +82,15 @@ class ChatRequest(msgspec.Struct, forbid_unknown_fields=True):
     stream: bool = False
 
 
-class Citation(msgspec.Struct):
+class Passage(msgspec.Struct, frozen=True):
+    """A chunk of a document as retrieval found it: what the store returns, what the answerer reads, and what a
+    citation shows. One type all the way, so a field added here (a page, a section) reaches every layer."""
+
     document_id: str
     chunk_id: str
     title: str
     score: float
+    """Cosine similarity from vector search, BM25 from full-text search; after fusion, 0..1 (1: first in both)."""
     text: str
 
 
@@ -97,7 +101,7 @@ class Usage(msgspec.Struct):
 
 class ChatResponse(msgspec.Struct):
     answer: str
-    citations: list[Citation]
+    citations: list[Passage]
     model: str
     usage: Usage
     trace_id: str

@@ -51,7 +51,7 @@ class ActiveTenants:
     """Distinct tenants seen in the last five minutes.
 
     Alone, a process counts the tenants it saw itself. Replicas sharing Redis instead :meth:`publish` the
-    count over all of them (see ``service.shared_state``); a published count older than two minutes is not
+    count over all of them (see ``service.shared.activity``); a published count older than two minutes is not
     reported at all, rather than reported stale.
     """
 
@@ -177,3 +177,9 @@ class Instruments:
             unit="{item}",
             description="Spans, metric points and log records that could not be exported",
         )
+
+    def declare_model(self, operation: str, provider: str, model: str) -> None:
+        """Start the series of a configured model at 0, so dashboards and rules see them from the first scrape."""
+        self.llm_cost.add(0, {"provider": provider, "model": model})
+        if operation == "chat":
+            self.llm_calls.add(0, {"provider": provider, "model": model, "status": "ok"})

@@ -96,10 +96,6 @@ class Telemetry:
     def __post_init__(self) -> None:
         self.tracer = self.tracer_provider.get_tracer(SCOPE)
 
-    def __deepcopy__(self, memo: dict[int, object]) -> Telemetry:
-        """One per process: Litestar deep-copies middleware arguments per route, which must share it."""
-        return self
-
     def shutdown(self) -> None:
         """Flush and stop every provider; returns within ``shutdown_timeout_s`` whatever the collector does.
 
@@ -181,6 +177,8 @@ def setup_telemetry(options: TelemetryOptions, environ: Mapping[str, str] = os.e
     meter_provider = MeterProvider(resource=resource, metric_readers=readers)
     instruments = Instruments(meter_provider.get_meter(SCOPE), options.tenant_label_limit)
     failures.counter = instruments.export_failures
+    for signal in SIGNALS:  # a series per signal from the first scrape: 0 until an export fails
+        instruments.export_failures.add(0, {"signal": signal})
 
     # The sampler comes from OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG (default: parentbased_always_on);
     # the batch processors' delays, batch and queue sizes from OTEL_BSP_* and OTEL_BLRP_*.

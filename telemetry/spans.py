@@ -207,9 +207,9 @@ def _record_genai_metrics(telemetry: Telemetry, call: GenAICall, attributes: dic
     provider, model = attributes["gen_ai.provider.name"], attributes["gen_ai.request.model"]
     if attributes["gen_ai.operation.name"] == "chat":
         instruments.llm_calls.add(1, {"provider": provider, "model": model, "status": call.error_type or "ok"})
-    if call.cost_usd:
-        instruments.llm_cost.add(call.cost_usd, {"provider": provider, "model": model})
-        instruments.tenant_cost.add(call.cost_usd, {"tenant": tenant})
+    # A free model's cost is an explicit 0, so spend panels show 0 rather than "No data".
+    instruments.llm_cost.add(call.cost_usd, {"provider": provider, "model": model})
+    instruments.tenant_cost.add(call.cost_usd, {"tenant": tenant})
     if call.first_token_at is not None:
         first_token_s = call.first_token_at - call.started_at
         instruments.time_to_first_token.record(

@@ -5,19 +5,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import msgspec
-
-from service.config import Settings, env_name
+from service.config import setting_variables
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def _settings_in_code() -> dict[str, object]:
-    names: dict[str, object] = {}
-    for section in msgspec.structs.fields(Settings):
-        for field in msgspec.structs.fields(section.type):
-            names[env_name(section.name, field.name)] = field.default
-    return names
+    return {name: field.default for name, field in setting_variables()}
 
 
 def _settings_table() -> dict[str, str]:

@@ -1,8 +1,9 @@
-"""HTTP routes. Handlers stay thin: they read the request, call the pipeline and shape the response."""
+"""HTTP routes. Handlers stay thin: they read the request and hand it to the one domain service they ask for."""
 
 from service.api.chat import chat
 from service.api.documents import DocumentController
 from service.api.health import live, ready
 from service.api.knowledge_bases import KnowledgeBaseController
+from service.api.metrics import metrics
 
-__all__ = ["DocumentController", "KnowledgeBaseController", "chat", "live", "ready"]
+__all__ = ["DocumentController", "KnowledgeBaseController", "chat", "live", "metrics", "ready"]

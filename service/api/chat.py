@@ -15,17 +15,13 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from service.api.hooks import admit, require_json
 from service.auth import Principal, requires_member
-from service.errors import PROBLEM_BASE, RagwatchError, problem_responses
+from service.chat import AnswerDelta, AnswerDone, Chat
+from service.errors import RagwatchError, problem, problem_responses
 from service.models import ChatRequest, ChatResponse
-from service.rag import AnswerDelta, AnswerDone, RagPipeline
 
 __all__ = ["chat"]
 
 _encode = msgspec.json.Encoder().encode
-
-
-def wants_stream(data: ChatRequest, request: Request[Any, Any, Any]) -> bool:
-    return data.stream or "text/event-stream" in request.headers.get("accept", "")
 
 
 @post(
@@ -46,18 +42,20 @@ def wants_stream(data: ChatRequest, request: Request[Any, Any, Any]) -> bool:
     },
 )
 async def chat(
-    data: JSONBody[ChatRequest], request: Request[Principal, Any, Any], pipeline: NamedDependency[RagPipeline]
+    data: JSONBody[ChatRequest], request: Request[Principal, Any, Any], chat: NamedDependency[Chat]
 ) -> Response[Any]:
     # The caller comes from ``request.user`` rather than the ``principal`` dependency the other routes take:
-    # with two dependencies Litestar resolves them in an anyio task group, on every chat.
-    principal = request.user
-    # The rate limit, and the answer cache's read in the same round trip to Redis.
-    prefetched = await admit(request, "chat", pipeline.answer_read_keys(principal, data))
-    if not wants_stream(data, request):
-        return Response(await pipeline.chat(principal, data, prefetched))
-    events = pipeline.chat_events(principal, data, prefetched)
-    # Wait for the first event so that a failure before any text (unknown knowledge base, provider
-    # down) is still an ordinary problem response with the right status code.
+    # with two dependencies Litestar resolves them in an anyio task group, on every chat. The rate limit
+    # reads the answer cache's keys in its own round trip to Redis.
+    prefetched = await admit(request, "chat", chat.read_keys(request.user, data))
+    if not (data.stream or "text/event-stream" in request.headers.get("accept", "")):
+        return Response(await chat.answer(request.user, data, prefetched))
+    return await stream(chat.events(request.user, data, prefetched))
+
+
+async def stream(events: AsyncIterator[AnswerDelta | AnswerDone]) -> Response[Any]:
+    """Server-Sent Events of ``events``. The first event is awaited before answering, so that a failure before
+    any text (unknown knowledge base, provider down) is still an ordinary problem response with its status."""
     first = await anext(events)
     return ServerSentEvent(_sse(first, events), headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
@@ -70,8 +68,7 @@ async def _sse(
         async for event in events:
             yield _message(event)
     except RagwatchError as exc:
-        problem = {"type": PROBLEM_BASE + exc.slug, "title": exc.title, "status": exc.status}
-        yield ServerSentEventMessage(event="error", data=_encode({**problem, "detail": exc.detail}).decode())
+        yield ServerSentEventMessage(event="error", data=_encode(problem(exc)).decode())
     finally:
         # Runs when the client disconnects too: shielded, so the upstream LLM call is really closed.
         with anyio.CancelScope(shield=True):

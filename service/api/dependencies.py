@@ -1,22 +1,19 @@
-"""Values handed to route handlers through Litestar's dependency injection."""
+"""The caller, handed to ``/v1`` route handlers through Litestar's dependency injection.
+
+The domain services are provided by the app from its container (see :func:`service.app.app_for`).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from litestar import Request
-from litestar.datastructures import State
 
 from service.auth import Principal
-from service.rag import RagPipeline
 
-__all__ = ["provide_pipeline", "provide_principal"]
-
-
-def provide_pipeline(state: State) -> RagPipeline:
-    pipeline: RagPipeline = state.pipeline
-    return pipeline
+__all__ = ["provide_principal"]
 
 
 def provide_principal(request: Request[Principal, Any, Any]) -> Principal:
+    """The caller the authentication guard identified."""
     return request.user

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from litestar import Response, get
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 
 from service.models import HealthCheck, Readiness
-from service.readiness import check_readiness
+from service.readiness import ReadinessChecks
 
 __all__ = ["live", "ready"]
 
@@ -25,6 +25,6 @@ async def live() -> HealthCheck:
         503: ResponseSpec(data_container=Readiness, generate_examples=False, description="A dependency is failing")
     },
 )
-async def ready(state: State) -> Response[Readiness]:
-    readiness = await check_readiness(state.pipeline, state.settings, state.shared)
-    return Response(readiness, status_code=503 if readiness.status == "unavailable" else 200)
+async def ready(readiness: NamedDependency[ReadinessChecks]) -> Response[Readiness]:
+    report = await readiness.check()
+    return Response(report, status_code=503 if report.status == "unavailable" else 200)

@@ -9,17 +9,12 @@ from litestar.params import FromPath, JSONBody
 from service.api.hooks import require_json
 from service.auth import Principal, requires_admin, requires_member
 from service.errors import problem_responses
+from service.knowledge_bases import KnowledgeBases
 from service.models import KnowledgeBase, KnowledgeBaseCreate, KnowledgeBaseDetail
-from service.rag import RagPipeline
-from service.store import KnowledgeBaseRecord
 
-__all__ = ["KnowledgeBaseController", "require_json"]
+__all__ = ["KnowledgeBaseController"]
 
 _ERRORS = problem_responses(400, 401, 403, 404)
-
-
-def _public(record: KnowledgeBaseRecord) -> KnowledgeBase:
-    return KnowledgeBase(id=record.id, name=record.name, description=record.description, created_at=record.created_at)
 
 
 class KnowledgeBaseController(Controller):
@@ -37,38 +32,32 @@ class KnowledgeBaseController(Controller):
         self,
         data: JSONBody[KnowledgeBaseCreate],
         principal: NamedDependency[Principal],
-        pipeline: NamedDependency[RagPipeline],
+        knowledge_bases: NamedDependency[KnowledgeBases],
     ) -> KnowledgeBase:
-        record = await pipeline.store.create_kb(
-            principal.tenant_id, data.name.strip(), data.description, pipeline.embedder.model
-        )
-        return _public(record)
+        return await knowledge_bases.create(principal, data)
 
     @get(summary="List the tenant's knowledge bases", responses=problem_responses(401, 403))
     async def list(
-        self, principal: NamedDependency[Principal], pipeline: NamedDependency[RagPipeline]
+        self, principal: NamedDependency[Principal], knowledge_bases: NamedDependency[KnowledgeBases]
     ) -> list[KnowledgeBase]:
-        return [_public(record) for record in await pipeline.store.list_kbs(principal.tenant_id)]
+        return await knowledge_bases.list_all(principal)
 
     @get("/{kb_id:str}", summary="A knowledge base with its document and chunk counts", responses=_ERRORS)
     async def detail(
-        self, kb_id: FromPath[str], principal: NamedDependency[Principal], pipeline: NamedDependency[RagPipeline]
+        self,
+        kb_id: FromPath[str],
+        principal: NamedDependency[Principal],
+        knowledge_bases: NamedDependency[KnowledgeBases],
     ) -> KnowledgeBaseDetail:
-        record = await pipeline.knowledge_base(principal, kb_id)
-        documents, chunks = await pipeline.store.kb_counts(principal.tenant_id, kb_id)
-        return KnowledgeBaseDetail(
-            id=record.id,
-            name=record.name,
-            description=record.description,
-            created_at=record.created_at,
-            document_count=documents,
-            chunk_count=chunks,
-        )
+        return await knowledge_bases.detail(principal, kb_id)
 
     @delete(
         "/{kb_id:str}", guards=[requires_admin], summary="Delete a knowledge base and its documents", responses=_ERRORS
     )
     async def remove(
-        self, kb_id: FromPath[str], principal: NamedDependency[Principal], pipeline: NamedDependency[RagPipeline]
+        self,
+        kb_id: FromPath[str],
+        principal: NamedDependency[Principal],
+        knowledge_bases: NamedDependency[KnowledgeBases],
     ) -> None:
-        await pipeline.delete_knowledge_base(principal, kb_id)
+        await knowledge_bases.delete(principal, kb_id)

@@ -11,6 +11,8 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
+from service.models import Passage
+
 __all__ = [
     "PROMPT_VERSION",
     "SYSTEM_PROMPT",
@@ -22,6 +24,7 @@ __all__ = [
     "Vectors",
     "build_user_prompt",
     "count_tokens",
+    "is_remote",
     "normalize_rows",
 ]
 
@@ -33,16 +36,6 @@ SYSTEM_PROMPT = (
     "If the passages do not contain the answer, say that the knowledge base does not say, "
     "and do not guess or use outside knowledge."
 )
-
-
-class Passage(msgspec.Struct, frozen=True):
-    """A retrieved chunk, as handed to an answerer and returned as a citation."""
-
-    document_id: str
-    chunk_id: str
-    title: str
-    text: str
-    score: float
 
 
 class Answer(msgspec.Struct):
@@ -99,6 +92,11 @@ def normalize_rows(vectors: Vectors) -> Vectors:
     return vectors
 
 
+def is_remote(provider: Embedder | Answerer) -> bool:
+    """Whether calls leave the process (a client span) or run in it (the offline default: an internal span)."""
+    return provider.provider != "ragwatch"
+
+
 def build_user_prompt(question: str, passages: Sequence[Passage]) -> str:
     context = "\n\n".join(f"[{n}] {p.title}\n{p.text}" for n, p in enumerate(passages, start=1))
     return f"Context passages:\n\n{context}\n\nQuestion: {question}"
@@ -106,8 +104,9 @@ def build_user_prompt(question: str, passages: Sequence[Passage]) -> str:
 
 def _prompt_version() -> str:
     """A digest of the system prompt and of a sample user prompt: changes whenever either one does."""
-    sample = build_user_prompt("question", [Passage("document", "chunk", "title", "text", 1.0)])
-    return hashlib.sha256(f"{SYSTEM_PROMPT}\x1f{sample}".encode()).hexdigest()[:12]
+    sample = Passage(document_id="document", chunk_id="chunk", title="title", score=1.0, text="text")
+    sample_prompt = build_user_prompt("question", [sample])
+    return hashlib.sha256(f"{SYSTEM_PROMPT}\x1f{sample_prompt}".encode()).hexdigest()[:12]
 
 
 PROMPT_VERSION = _prompt_version()

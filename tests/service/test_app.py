@@ -1,4 +1,4 @@
-"""The app's life cycle: how it starts and stops, as a server process runs it (``own_process``) and as a library
+"""The app's life cycle: how it starts and stops, as a server process runs it (``process_app``) and as a library
 caller does (``create_app``)."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from litestar.testing import TestClient
 
-from service.app import create_app, own_process, telemetry_options
-from telemetry import setup_telemetry
+from service.app import create_app
+from service.server import process_app
 from tests.support import make_settings
 
 
@@ -26,11 +26,7 @@ def unfrozen_heap() -> Iterator[None]:
 
 @pytest.mark.usefixtures("unfrozen_heap")
 def test_a_server_process_freezes_what_it_holds_once_started(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path)
-    telemetry = setup_telemetry(telemetry_options(settings), {"OTEL_SDK_DISABLED": "true"})
-    app = own_process(create_app(settings, telemetry=telemetry), telemetry)
-
-    with TestClient(app) as client:
+    with TestClient(process_app(make_settings(tmp_path))) as client:
         frozen = gc.get_freeze_count()
         assert client.get("/health/live").status_code == 200
 

@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 from service.cache import Cache, CacheBackend
-from service.shared_state import open_shared_state
+from service.container import build_container
 from telemetry import disabled_telemetry
 from tests.fake_openai import ECHO_PREFIX, openai_env, running_fake_openai
 from tests.support import (
@@ -340,9 +340,9 @@ async def test_tasks_cancelled_mid_command_never_hand_their_reply_to_the_next_us
     rng = np.random.default_rng(2023_28858)
     settings = make_settings(tmp_path, RAGWATCH_REDIS_URL=slow_redis.url, **SERVICE_ENV)
     telemetry = disabled_telemetry()
-    shared = open_shared_state(settings, telemetry)
-    cache = Cache(shared.cache, settings.cache, shared.health, telemetry, settle_s=0)
-    checks = Checks(cache, shared.cache, settings.cache.cache_answers_ttl_s)
+    container = build_container(settings, telemetry=telemetry)
+    shared, cache = container.shared, container.cache
+    checks = Checks(cache, shared.cache, settings.cache.answers_ttl_s)
     completed = cancelled = interrupted = 0
     # One task per entry, all at once on the one pool: a lookup, a read of its key (alone or with another's),
     # or a write; half of them are cancelled within a few round trips of their start.

@@ -48,10 +48,10 @@ def test_defaults_load_from_an_environment_holding_only_the_jwt_secret() -> None
     assert isinstance(settings, Settings)
     assert settings.server.host == "127.0.0.1"
     assert settings.server.port == 8000
-    assert settings.auth.auth_mode == "jwt"
-    assert settings.auth.jwt_algorithms == ("HS256",)
-    assert settings.auth.jwt_leeway_s == 30
-    assert settings.auth.jwt_secret == Secret(SECRET)
+    assert settings.auth.mode == "jwt"
+    assert settings.auth.algorithms == ("HS256",)
+    assert settings.auth.leeway_s == 30
+    assert settings.auth.secret == Secret(SECRET)
     assert settings.providers.embedder == "hashing"
     assert settings.providers.llm == "extractive"
     assert settings.rag.chunk_size == 800
@@ -61,7 +61,7 @@ def test_defaults_load_from_an_environment_holding_only_the_jwt_secret() -> None
 
 
 def test_dev_mode_needs_no_jwt_secret() -> None:
-    assert load_settings({"RAGWATCH_AUTH_MODE": "dev"}).auth.auth_mode == "dev"
+    assert load_settings({"RAGWATCH_AUTH_MODE": "dev"}).auth.mode == "dev"
 
 
 def test_values_are_read_and_converted_from_their_variables() -> None:
@@ -80,7 +80,7 @@ def test_values_are_read_and_converted_from_their_variables() -> None:
     assert settings.server.port == 9001
     assert settings.rag.chunk_size == 1000
     assert settings.rag.chunk_overlap == 0
-    assert settings.auth.jwt_algorithms == ("HS256", "HS384")
+    assert settings.auth.algorithms == ("HS256", "HS384")
     assert settings.providers.llm_timeout_s == 2.5
     assert settings.lancedb_uri == "s3://bucket/ragwatch"
 
@@ -170,7 +170,7 @@ def test_an_ec_key_on_another_curve_than_the_algorithm_is_refused(tmp_path: Path
     accepted = load_settings({"RAGWATCH_JWT_ALGORITHMS": "ES384", "RAGWATCH_JWT_PUBLIC_KEY_FILE": path})
 
     assert message.startswith("RAGWATCH_JWT_PUBLIC_KEY_FILE: ")
-    assert accepted.auth.jwt_public_key_file == path
+    assert accepted.auth.public_key_file == path
 
 
 def test_an_rsa_key_shorter_than_2048_bits_is_refused(tmp_path: Path) -> None:
@@ -190,9 +190,9 @@ def test_asymmetric_algorithms_load_with_a_public_key_file_or_a_jwks_url(rsa_pub
         {"RAGWATCH_JWT_ALGORITHMS": "RS256", "RAGWATCH_JWT_JWKS_URL": "https://issuer.example/.well-known/jwks.json"}
     )
 
-    assert with_file.auth.jwt_algorithms == ("RS256", "PS256")
-    assert with_file.auth.jwt_secret is None
-    assert with_jwks.auth.jwt_jwks_url == "https://issuer.example/.well-known/jwks.json"
+    assert with_file.auth.algorithms == ("RS256", "PS256")
+    assert with_file.auth.secret is None
+    assert with_jwks.auth.jwks_url == "https://issuer.example/.well-known/jwks.json"
 
 
 # --- secrets from files ----------------------------------------------------------------------------------
@@ -204,8 +204,8 @@ def test_jwt_secret_is_read_from_the_file_named_by_the_file_variable(tmp_path: P
 
     settings = load_settings({"RAGWATCH_JWT_SECRET_FILE": str(path)})
 
-    assert settings.auth.jwt_secret is not None
-    assert settings.auth.jwt_secret.reveal() == SECRET
+    assert settings.auth.secret is not None
+    assert settings.auth.secret.reveal() == SECRET
 
 
 def test_openai_api_key_is_read_from_the_file_named_by_the_file_variable(tmp_path: Path) -> None:
@@ -266,7 +266,7 @@ def test_an_empty_secret_file_is_an_error_rather_than_an_empty_secret(tmp_path: 
 
 def test_a_secret_never_shows_its_value_in_repr_or_str() -> None:
     settings = load_settings({**BASE, "OPENAI_API_KEY": "sk-very-secret-key"})
-    secret = settings.auth.jwt_secret
+    secret = settings.auth.secret
     assert secret is not None
 
     shown = [repr(secret), str(secret), f"{secret}", repr(settings), str(settings), repr(settings.openai)]

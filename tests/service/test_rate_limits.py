@@ -677,7 +677,7 @@ def test_a_redis_url_that_is_neither_redis_rediss_nor_memory_is_a_one_line_setti
 
 @pytest.mark.parametrize("url", ["memory://", "redis://127.0.0.1:6379/0", "rediss://cache.internal:6380/1"])
 def test_redis_memory_and_tls_redis_urls_are_accepted(tmp_path: Path, url: str) -> None:
-    assert make_settings(tmp_path, RAGWATCH_REDIS_URL=url).redis.redis_url == url
+    assert make_settings(tmp_path, RAGWATCH_REDIS_URL=url).redis.url == url
 
 
 @pytest.mark.parametrize(

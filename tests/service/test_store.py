@@ -33,7 +33,9 @@ def test_new_ids_fit_the_id_format() -> None:
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await Store.open(str(tmp_path / "lancedb"), DIMENSIONS, read_consistency_s=0.5, ann_index_min_rows=50_000)
+    opened = await Store(
+        str(tmp_path / "lancedb"), dimensions=DIMENSIONS, read_consistency_s=0.5, ann_index_min_rows=50_000
+    ).open()
     yield opened
     await opened.close()
 

@@ -24,10 +24,9 @@ from urllib.parse import urlsplit
 
 import httpx
 import jsonschema
-import msgspec
 import yaml
 
-from service.config import Secret, Settings, env_name
+from service.config import Secret, setting_variables
 from tests.stack.binaries import prometheus
 from tests.support import LiveServer
 
@@ -301,12 +300,10 @@ def test_published_ports_map_to_the_ports_the_services_listen_on() -> None:
 
 def _settings_the_service_reads() -> set[str]:
     names = set()
-    for section in msgspec.structs.fields(Settings):
-        for field in msgspec.structs.fields(section.type):
-            name = env_name(section.name, field.name)
-            names.add(name)
-            if Secret in (field.type, *typing.get_args(field.type)):
-                names.add(f"{name}_FILE")
+    for name, field in setting_variables():
+        names.add(name)
+        if Secret in (field.type, *typing.get_args(field.type)):
+            names.add(f"{name}_FILE")
     return names
 
 

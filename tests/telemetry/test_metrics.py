@@ -21,7 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from service.app import telemetry_options
+from service.container import telemetry_options
 from telemetry import setup_telemetry
 from telemetry.logs import configure_logging
 from tests.fake_openai import CHAT, running_fake_openai

@@ -1,0 +1,83 @@
+"""Where cache entries and generations live: Redis, or this process for the single-process ``memory://``."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Protocol
+
+from redis.asyncio import Redis
+
+__all__ = ["CacheBackend", "MemoryCacheBackend", "RedisCacheBackend"]
+
+
+class CacheBackend(Protocol):
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]: ...
+
+    async def put(self, key: str, value: bytes, ttl_s: int) -> None: ...
+
+    async def start_generation(self, key: str, candidate: str, ttl_s: int) -> str:
+        """The generation stored at ``key``, storing ``candidate`` first if there is none."""
+        ...
+
+    async def new_generation(self, key: str, value: str, ttl_s: int) -> None: ...
+
+
+class RedisCacheBackend:
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        values: list[bytes | None] = await self._redis.mget(keys)  # type: ignore[assignment]  # bytes: no decoding
+        return values
+
+    async def put(self, key: str, value: bytes, ttl_s: int) -> None:
+        await self._redis.set(key, value, ex=ttl_s)
+
+    async def start_generation(self, key: str, candidate: str, ttl_s: int) -> str:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.set(key, candidate, nx=True, ex=ttl_s)
+            pipe.get(key)
+            _, current = await pipe.execute()
+        return bytes(current).decode()
+
+    async def new_generation(self, key: str, value: str, ttl_s: int) -> None:
+        await self._redis.set(key, value, ex=ttl_s)
+
+
+class MemoryCacheBackend:
+    """The same cache for a single process (``memory://``): least recently used entries go past ``max_entries``."""
+
+    def __init__(self, max_entries: int) -> None:
+        self._max_entries = max_entries
+        self._entries: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+        self._generations: dict[str, str] = {}
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        return [self._get(key) for key in keys]
+
+    def _get(self, key: str) -> bytes | None:
+        generation = self._generations.get(key)
+        if generation is not None:
+            return generation.encode()
+        found = self._entries.get(key)
+        if found is None:
+            return None
+        if found[1] <= time.monotonic():
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return found[0]
+
+    async def put(self, key: str, value: bytes, ttl_s: int) -> None:
+        self._entries[key] = (value, time.monotonic() + ttl_s)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
+
+    async def start_generation(self, key: str, candidate: str, ttl_s: int) -> str:
+        return self._generations.setdefault(key, candidate)
+
+    async def new_generation(self, key: str, value: str, ttl_s: int) -> None:
+        self._generations[key] = value

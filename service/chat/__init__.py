@@ -1,0 +1,10 @@
+"""Chat: retrieval (:mod:`~service.chat.retriever`, :mod:`~service.chat.fusion`), the answering step
+(:mod:`~service.chat.answering`) and the one flow over both (:mod:`~service.chat.flow`)."""
+
+from service.chat.answering import Answering
+from service.chat.answers import AnswerDelta, AnswerDone, AnswerRecord
+from service.chat.flow import Chat
+from service.chat.fusion import reciprocal_rank_fusion
+from service.chat.retriever import Retriever
+
+__all__ = ["AnswerDelta", "AnswerDone", "AnswerRecord", "Answering", "Chat", "Retriever", "reciprocal_rank_fusion"]

@@ -1,0 +1,172 @@
+"""The answering step: the answer cache, single flight for identical questions, and the LLM call.
+
+An answer is cached under everything that decides it (tenant, knowledge base and its generation, normalized
+question, ``top_k``, embedder, answerer, prompt version, similarity floor). Identical questions arriving
+together in one process share one computation (:mod:`service.singleflight`). Each LLM call is one GenAI span
+with its tokens, cost and time to first token: for a whole answer the first token arrives with the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+
+import anyio
+
+from service.cache import Cache, Lookup, normalize_question
+from service.chat.answers import AnswerDelta, AnswerRecord, encode_record
+from service.models import Passage
+from service.pricing import PriceTable
+from service.providers import NO_ANSWER, PROMPT_VERSION, Answer, Answerer, AnswerStream
+from service.providers.base import is_remote
+from service.singleflight import SingleFlight
+from telemetry import GenAICall, Telemetry, stage, update_request
+
+__all__ = ["Answering"]
+
+
+class Answering:
+    def __init__(
+        self,
+        answerer: Answerer,
+        cache: Cache,
+        telemetry: Telemetry,
+        prices: PriceTable,
+        *,
+        embedding_model: str,
+        min_similarity: float,
+    ) -> None:
+        self._answerer = answerer
+        self._cache = cache
+        self._telemetry = telemetry
+        self._prices = prices
+        self._embedding_model = embedding_model
+        self._min_similarity = min_similarity
+        self._flights: SingleFlight[AnswerRecord] = SingleFlight()
+        telemetry.instruments.declare_model("chat", answerer.provider, answerer.model)
+
+    # --- the answer cache and single flight --------------------------------------------------------------
+
+    def read_keys(self, tenant_id: str, kb_id: str, question: str, top_k: int) -> list[str]:
+        """The keys the answer cache reads for this question, for the rate limiter to read in its round trip."""
+        return self._cache.read_keys("answers", tenant_id, self._parts(question, top_k), kb_id=kb_id)
+
+    async def lookup(
+        self, tenant_id: str, kb_id: str, question: str, top_k: int, prefetched: Sequence[bytes | None] | None
+    ) -> Lookup:
+        """The cached answer, if any; its outcome goes on the request's server span and log records."""
+        parts = self._parts(question, top_k)
+        lookup = await self._cache.lookup("answers", tenant_id, parts, kb_id=kb_id, prefetched=prefetched)
+        update_request(cache=lookup.outcome)
+        return lookup
+
+    def _parts(self, question: str, top_k: int) -> list[str]:
+        """What decides an answer, besides the tenant and the knowledge base (and its generation)."""
+        answerer = self._answerer
+        return [
+            normalize_question(question),
+            str(top_k),
+            self._embedding_model,
+            f"{answerer.provider}/{answerer.model}",
+            PROMPT_VERSION,
+            str(self._min_similarity),
+        ]
+
+    async def generation(self, lookup: Lookup) -> str | None:
+        """The knowledge base's generation to compute the missed answer in (``None``: do not cache it)."""
+        return await self._cache.current_generation(lookup)
+
+    async def keep(self, lookup: Lookup, record: AnswerRecord, generation: str | None) -> None:
+        """Cache ``record``; shielded, so a client hanging up now does not lose an answer already paid for."""
+        with anyio.CancelScope(shield=True):
+            await self._cache.store(lookup, encode_record(record), generation)
+
+    def claim(self, lookup: Lookup) -> asyncio.Future[AnswerRecord] | None:
+        """The flight of this question for the caller to settle, or ``None`` when one is in flight already."""
+        return self._flights.claim(_flight_key(lookup))
+
+    async def shared(self, lookup: Lookup, compute: Callable[[], Awaitable[AnswerRecord]]) -> AnswerRecord:
+        """The answer of the flight in progress for this question, or of a new one computed by ``compute`` in a
+        task of its own (it completes, and is cached, even if this caller goes away)."""
+        key = _flight_key(lookup)
+        if not self._flights.in_flight(key):
+            return await self._flights.run(key, compute)
+        with stage(self._telemetry, "rag.singleflight.wait"):
+            return await self._flights.run(key, compute)
+
+    # --- the LLM call ----------------------------------------------------------------------------------------
+
+    def no_answer(self) -> Answer:
+        """Nothing relevant was retrieved: say so without spending an LLM call."""
+        return Answer(text=NO_ANSWER, model=self._answerer.model, input_tokens=0, output_tokens=0, finish_reason="stop")
+
+    async def generate(
+        self, tenant_id: str, question: str, passages: Sequence[Passage], *, stream: bool
+    ) -> AsyncGenerator[AnswerDelta | Answer, None]:
+        """Deltas of the answer, then the whole :class:`Answer`, unless the stream ends early (the caller closed
+        it: the upstream call is closed too). ``stream=False`` asks the provider for the whole answer at once."""
+        if not stream:
+            answer = await self._answer(tenant_id, question, passages)
+            yield AnswerDelta(answer.text)
+            yield answer
+            return
+        call = self._call(tenant_id, question)
+        upstream: AnswerStream | None = None
+        try:
+            with call.active():
+                upstream = await self._answerer.stream(question, passages)
+            async for delta in upstream:
+                call.first_token()
+                yield AnswerDelta(delta)
+        except BaseException as exc:
+            call.fail(exc)
+            raise
+        finally:
+            if upstream is not None:
+                # Shielded: when the client went away this runs cancelled, yet the upstream call must close.
+                with anyio.CancelScope(shield=True):
+                    await upstream.aclose()
+                if upstream.result is not None:
+                    self._describe(call, upstream.result)
+            call.end()
+        if upstream.result is not None:
+            yield upstream.result
+
+    async def _answer(self, tenant_id: str, question: str, passages: Sequence[Passage]) -> Answer:
+        call = self._call(tenant_id, question)
+        try:
+            with call.active():
+                answer = await self._answerer.answer(question, passages)
+            call.first_token()
+        except BaseException as exc:
+            call.fail(exc)
+            raise
+        else:
+            self._describe(call, answer)
+        finally:
+            call.end()
+        return answer
+
+    def _call(self, tenant_id: str, question: str) -> GenAICall:
+        answerer = self._answerer
+        return GenAICall(
+            self._telemetry,
+            "chat",
+            answerer.provider,
+            answerer.model,
+            tenant_id=tenant_id,
+            remote=is_remote(answerer),
+            input_text=question,
+        )
+
+    def _describe(self, call: GenAICall, answer: Answer) -> None:
+        call.response_model = answer.model
+        call.input_tokens = answer.input_tokens
+        call.output_tokens = answer.output_tokens
+        call.finish_reasons = [answer.finish_reason]
+        call.output_text = answer.text
+        call.cost_usd = self._prices.cost(self._answerer.model, answer.input_tokens, answer.output_tokens)
+
+
+def _flight_key(lookup: Lookup) -> str:
+    return f"{lookup.key}:{lookup.generation or ''}"

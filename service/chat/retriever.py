@@ -1,0 +1,80 @@
+"""Retrieval: the passages of a knowledge base that answer a question.
+
+From the retrieval cache when the knowledge base has not changed; else the question is embedded (through
+the embeddings cache), searched by vector and by full text on the same table version, and the two rankings
+are fused by reciprocal rank. Vector hits less similar than ``RAGWATCH_MIN_SIMILARITY`` are dropped first, so
+an off-topic question finds nothing rather than the least unrelated passages.
+"""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+import numpy as np
+
+from service.cache import Cache, normalize_question
+from service.chat.fusion import reciprocal_rank_fusion
+from service.embeddings import Embeddings
+from service.models import Passage
+from service.providers.base import Vectors
+from service.store import Store
+from telemetry import Telemetry, stage
+
+__all__ = ["Retriever"]
+
+_encode_passages = msgspec.msgpack.Encoder().encode
+_decode_passages = msgspec.msgpack.Decoder(list[Passage]).decode
+
+
+class Retriever:
+    def __init__(
+        self, store: Store, embeddings: Embeddings, cache: Cache, telemetry: Telemetry, *, min_similarity: float
+    ) -> None:
+        self._store = store
+        self._embeddings = embeddings
+        self._cache = cache
+        self._telemetry = telemetry
+        self._min_similarity = min_similarity
+
+    async def retrieve(
+        self, tenant_id: str, kb_id: str, question: str, top_k: int, generation: str | None
+    ) -> list[Passage]:
+        """Up to ``top_k`` passages, best first; the knowledge base is known to exist and to match the embedder.
+
+        ``generation``: the knowledge base's cache generation the caller computes in (``None``: do not cache).
+        """
+        started = time.perf_counter()
+        with stage(self._telemetry, "rag.retrieve", **{"rag.top_k": top_k}) as span:
+            parts = [normalize_question(question), str(top_k), self._embeddings.model, str(self._min_similarity)]
+            lookup = await self._cache.lookup("retrieval", tenant_id, parts, kb_id=kb_id, generation=generation)
+            if lookup.value is not None:
+                passages = _decode_passages(lookup.value)
+            else:
+                generation = await self._cache.current_generation(lookup)
+                passages = await self._search(tenant_id, kb_id, question, top_k)
+                await self._cache.store(lookup, _encode_passages(passages), generation)
+            span.set_attribute("rag.retrieval.results", len(passages))
+        instruments = self._telemetry.instruments
+        instruments.retrieval_duration.record(time.perf_counter() - started)
+        instruments.retrieval_results.record(len(passages))
+        return passages
+
+    async def _search(self, tenant_id: str, kb_id: str, question: str, top_k: int) -> list[Passage]:
+        vector = await self._embed_question(tenant_id, question)
+        candidates = min(top_k * 3, 100)
+        vector_hits, text_hits = await self._store.hybrid_search(tenant_id, kb_id, vector, question, candidates)
+        with stage(self._telemetry, "rag.fusion"):
+            relevant = [hit for hit in vector_hits if hit.score >= self._min_similarity]
+            return reciprocal_rank_fusion([relevant, text_hits], top_k)
+
+    async def _embed_question(self, tenant_id: str, question: str) -> Vectors:
+        embeddings = self._embeddings
+        parts = [embeddings.model, str(embeddings.dimensions), question]
+        lookup = await self._cache.lookup("embeddings", tenant_id, parts)
+        if lookup.value is not None and len(lookup.value) == embeddings.dimensions * 4:
+            cached: Vectors = np.frombuffer(lookup.value, dtype=np.float32)
+            return cached
+        vector: Vectors = (await embeddings.embed([question], tenant_id))[0].astype(np.float32)
+        await self._cache.store(lookup, vector.tobytes())
+        return vector

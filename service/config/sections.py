@@ -1,0 +1,227 @@
+"""The settings object: one frozen section per area, each field documented where it is declared.
+
+A field's environment variable is its msgspec *encoded name*: each section names its fields with a prefix
+(``RAGWATCH_CACHE_`` + ``EMBEDDINGS_TTL_S``), so code reads ``settings.cache.embeddings_ttl_s`` while the
+variable stays ``RAGWATCH_CACHE_EMBEDDINGS_TTL_S``. The ``openai`` section reads the standard ``OPENAI_*``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+
+__all__ = [
+    "AuthSettings",
+    "CacheSettings",
+    "OpenAISettings",
+    "ProviderSettings",
+    "RagSettings",
+    "RateLimitSettings",
+    "RedisSettings",
+    "Secret",
+    "ServerSettings",
+    "Settings",
+    "SettingsError",
+    "StorageSettings",
+    "TelemetrySettings",
+]
+
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the service cannot start with."""
+
+
+class Secret:
+    """A value that is never printed back: its ``repr`` and ``str`` are masked."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def variables(prefix: str) -> Callable[[str], str]:
+    """The ``rename`` of a section: field ``embeddings_ttl_s`` is read from ``<prefix>EMBEDDINGS_TTL_S``."""
+    return lambda field: prefix + field.upper()
+
+
+class ServerSettings(msgspec.Struct, frozen=True, rename=variables("RAGWATCH_")):
+    host: str = "127.0.0.1"
+    """Interface ``ragwatch serve`` binds to."""
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 8000
+    """TCP port of the API."""
+    max_body_bytes: PositiveInt = 10 * 1024 * 1024
+    """Largest request body accepted; larger ones are refused with 413 from their Content-Length."""
+
+
+class AuthSettings(msgspec.Struct, frozen=True, rename=variables("RAGWATCH_JWT_")):
+    mode: Literal["jwt", "dev"] = msgspec.field(default="jwt", name="RAGWATCH_AUTH_MODE")
+    """``jwt`` verifies bearer tokens; ``dev`` trusts ``X-Tenant-Id``/``X-User-Id`` headers (local use only)."""
+    secret: Secret | None = None
+    """Shared secret for HS* tokens (at least 32 bytes)."""
+    public_key_file: str | None = None
+    """PEM public key for RS*/PS*/ES* tokens."""
+    jwks_url: str | None = None
+    """JWKS endpoint for RS*/PS*/ES* tokens; keys are fetched by ``kid`` and cached."""
+    algorithms: tuple[str, ...] = ("HS256",)
+    """Accepted algorithms, comma separated. The token header never widens this list."""
+    issuer: str | None = None
+    """Required ``iss`` claim, when set."""
+    audience: str | None = None
+    """Required ``aud`` claim, when set."""
+    leeway_s: Annotated[int, msgspec.Meta(ge=0, le=300)] = 30
+    """Clock skew tolerated on ``exp``/``nbf``/``iat``."""
+    verified_cache_s: Annotated[int, msgspec.Meta(ge=0, le=300)] = 60
+    """How long a verified token is trusted without checking its signature again (never past its ``exp``);
+    0 verifies every request."""
+
+
+class StorageSettings(msgspec.Struct, frozen=True, rename=variables("RAGWATCH_")):
+    data_dir: str = "./data"
+    """Local state directory; the embedded LanceDB lives in ``<data_dir>/lancedb``."""
+    lancedb_uri: str | None = None
+    """LanceDB location shared by replicas (``s3://bucket/path``, ``gs://...``); default: under ``data_dir``."""
+    read_consistency_s: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.5
+    """How stale another process's writes may look to this one, in seconds (at most 1)."""
+    ann_index_min_rows: PositiveInt = 50_000
+    """Chunk count from which an ANN vector index is built; below it, search is exact."""
+
+
+class ProviderSettings(msgspec.Struct, frozen=True, rename=variables("RAGWATCH_")):
+    embedder: Literal["hashing", "openai"] = "hashing"
+    """``hashing``: offline feature-hashing embedder; ``openai``: an OpenAI-compatible embeddings API."""
+    llm: Literal["extractive", "openai"] = "extractive"
+    """``extractive``: offline answerer built from retrieved sentences; ``openai``: a chat completions API."""
+    llm_model: str = "gpt-4o-mini"
+    """Chat model asked for when ``RAGWATCH_LLM=openai``."""
+    embedding_model: str = "text-embedding-3-small"
+    """Embedding model asked for when ``RAGWATCH_EMBEDDER=openai``."""
+    embedding_dimensions: Annotated[int, msgspec.Meta(ge=8, le=8192)] = 384
+    """Vector width: the hashing embedder's output, and the ``dimensions`` asked of the OpenAI API."""
+    llm_timeout_s: PositiveFloat = 30.0
+    """Timeout of one provider call, in seconds."""
+    llm_max_retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 2
+    """Retries of a failed provider call (connection errors, 408, 429, 5xx) by the ``openai`` client."""
+    llm_max_output_tokens: PositiveInt = 512
+    """Upper bound on the tokens of one answer."""
+
+
+class OpenAISettings(msgspec.Struct, frozen=True, rename=variables("OPENAI_")):
+    api_key: Secret | None = None
+    """``OPENAI_API_KEY``: key of the OpenAI-compatible provider."""
+    base_url: str | None = None
+    """``OPENAI_BASE_URL``: endpoint of an OpenAI-compatible provider (Azure, Gemini, Ollama, vLLM)."""
+
+
+class RagSettings(msgspec.Struct, frozen=True, rename=variables("RAGWATCH_")):
+    chunk_size: Annotated[int, msgspec.Meta(ge=100, le=20_000)] = 800
+    """Target chunk length, in characters."""
+    chunk_overlap: Annotated[int, msgspec.Meta(ge=0)] = 120
+    """Characters repeated from the end of one chunk at the start of the next."""
+    default_top_k: Annotated[int, msgspec.Meta(ge=1, le=50)] = 5
+    """Chunks retrieved for a chat when the request gives no ``top_k``."""
+    min_similarity: Annotated[float, msgspec.Meta(ge=-1, le=1)] = 0.2
+    """Vector hits less similar than this (cosine) are dropped before fusion, so off-topic questions find nothing.
+
+    0.2 sits above what unrelated texts score with text-embedding-3 models (about 0.1-0.2) and above hash
+    collisions of the offline embedder; passages sharing words with the question are found by full-text search.
+    """
+
+
+class RedisSettings(msgspec.Struct, frozen=True, rename=variables("RAGWATCH_REDIS_")):
+    url: str = "memory://"
+    """``redis://host:6379/0``, ``rediss://`` for TLS, or ``memory://``: in-process state for a single process."""
+    password: Secret | None = None
+    """Password for the Redis URL (else taken from the URL itself)."""
+    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=10)] = 0.25
+    """Connect and command timeout: a slow Redis degrades the service instead of stalling it."""
+
+
+class CacheSettings(msgspec.Struct, frozen=True, rename=variables("RAGWATCH_CACHE_")):
+    embeddings_enabled: bool = True
+    """Cache question embeddings by embedder model and text, so a repeated question is not embedded again."""
+    embeddings_ttl_s: PositiveInt = 86_400
+    """Seconds a question embedding stays cached."""
+    retrieval_enabled: bool = True
+    """Cache the passages retrieved for a question, until the knowledge base changes."""
+    retrieval_ttl_s: PositiveInt = 900
+    """Seconds retrieved passages stay cached (a change to the knowledge base drops them at once)."""
+    answers_enabled: bool = True
+    """Cache whole answers, so a repeated question is answered without an LLM call."""
+    answers_ttl_s: PositiveInt = 3_600
+    """Seconds an answer stays cached (a change to the knowledge base drops it at once)."""
+    memory_max_entries: PositiveInt = 10_000
+    """Entries the in-process cache of ``memory://`` holds before dropping the least recently used."""
+
+
+class RateLimitSettings(msgspec.Struct, frozen=True, rename=variables("RAGWATCH_RATE_LIMIT_")):
+    enabled: bool = True
+    """Limit chat and ingestion requests per tenant and per user."""
+    per_minute: PositiveInt = 60
+    """Requests each user may make per minute, on chat and on ingestion each."""
+    per_hour: PositiveInt = 1000
+    """Requests each user may make per hour, on chat and on ingestion each."""
+    tenant_per_minute: PositiveInt = 600
+    """Requests all users of one tenant may make together per minute, on chat and on ingestion each."""
+    tenant_per_hour: PositiveInt = 10_000
+    """Requests all users of one tenant may make together per hour, on chat and on ingestion each."""
+    overrides_file: str | None = None
+    """JSON ``{"tenant": {"tenant_per_minute": 6000, "per_minute": 120}}``: limits for particular tenants."""
+    failure_mode: Literal["open", "closed"] = "open"
+    """When Redis fails: ``open`` lets requests through, ``closed`` refuses them with 503."""
+
+
+class TelemetrySettings(msgspec.Struct, frozen=True, rename=variables("RAGWATCH_")):
+    metrics_enabled: bool = True
+    """Serve Prometheus metrics at ``/metrics``."""
+    metrics_port: Annotated[int, msgspec.Meta(ge=1, le=65535)] | None = None
+    """Serve ``/metrics`` on this separate port instead of the API's, so API clients need not reach it."""
+    metrics_tenant_limit: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = 100
+    """Tenants that get their own label in per-tenant metrics; later ones share the label ``other``."""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Lowest level logged."""
+    log_format: Literal["json", "text"] = "json"
+    """``json``: one JSON object per line; ``text``: a readable line for local use."""
+    capture_content: bool = False
+    """Record questions and answers on GenAI spans (they may hold personal data)."""
+    llm_prices_file: str | None = None
+    """JSON file of USD per million tokens by model, ``{"gpt-4o-mini": {"input": 0.15, "output": 0.6}}``.
+
+    It overrides the built-in table model by model; a model in neither table costs nothing."""
+
+
+class Settings(msgspec.Struct, frozen=True):
+    server: ServerSettings = msgspec.field(default_factory=ServerSettings)
+    auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
+    storage: StorageSettings = msgspec.field(default_factory=StorageSettings)
+    providers: ProviderSettings = msgspec.field(default_factory=ProviderSettings)
+    openai: OpenAISettings = msgspec.field(default_factory=OpenAISettings)
+    rag: RagSettings = msgspec.field(default_factory=RagSettings)
+    telemetry: TelemetrySettings = msgspec.field(default_factory=TelemetrySettings)
+    redis: RedisSettings = msgspec.field(default_factory=RedisSettings)
+    cache: CacheSettings = msgspec.field(default_factory=CacheSettings)
+    limits: RateLimitSettings = msgspec.field(default_factory=RateLimitSettings)
+
+    @property
+    def lancedb_uri(self) -> str:
+        return self.storage.lancedb_uri or str(Path(self.storage.data_dir) / "lancedb")

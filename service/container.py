@@ -1,0 +1,151 @@
+"""The composition root: the one place that builds ragwatch's object graph from its settings.
+
+``ragwatch serve``, each ``--workers`` worker and the tests all build the app from :func:`build_container`.
+Building does no I/O (the Redis client connects on its first command, LanceDB in :meth:`Container.start`),
+so the graph can be built and inspected, or started and used without an HTTP server, in a test.
+
+Settings files (LLM prices, rate-limit overrides) are read here, so a broken one stops start-up with its
+:class:`~service.config.SettingsError` before the server binds its port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+from service import __version__
+from service.auth import Authenticator, DevHeaderAuthenticator, JWTAuthenticator
+from service.cache import Cache
+from service.chat import Answering, Chat, Retriever
+from service.config import Settings
+from service.documents import Documents
+from service.embeddings import Embeddings
+from service.knowledge_bases import KnowledgeBases
+from service.limits import RateLimiter, load_overrides
+from service.pricing import load_prices
+from service.providers import Providers, build_providers
+from service.readiness import ReadinessChecks
+from service.shared.state import SharedState, open_shared_state
+from service.store import Store
+from telemetry import Telemetry, TelemetryOptions, setup_telemetry
+
+__all__ = ["Container", "build_container", "telemetry_options"]
+
+logger = logging.getLogger("ragwatch")
+
+
+@dataclass
+class Container:
+    """Everything one app serves with: the domain services its routes ask for, and what they are built on."""
+
+    settings: Settings
+    telemetry: Telemetry
+    providers: Providers
+    authenticator: Authenticator
+    store: Store
+    shared: SharedState
+    cache: Cache
+    limiter: RateLimiter | None
+    """``None`` when ``RAGWATCH_RATE_LIMIT_ENABLED=false``."""
+    knowledge_bases: KnowledgeBases
+    documents: Documents
+    chat: Chat
+    readiness: ReadinessChecks
+    owns_telemetry: bool
+    """Whether :meth:`aclose` shuts the telemetry down (it was built here rather than handed in)."""
+    _monitor: asyncio.Task[None] | None = field(default=None, init=False)
+
+    async def start(self) -> None:
+        """Open LanceDB, start the shared state's background work and the readiness monitor."""
+        telemetry = self.telemetry
+        logger.info(
+            "telemetry %s; OTLP export: %s",
+            "on" if telemetry.enabled else "off (OTEL_SDK_DISABLED)",
+            ", ".join(sorted(telemetry.otlp_signals)) or "none",
+        )
+        await self.store.open()
+        self.shared.start()
+        self._monitor = asyncio.get_running_loop().create_task(self.readiness.monitor())
+
+    async def aclose(self) -> None:
+        if self._monitor is not None:
+            self._monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._monitor
+        await self.cache.aclose()
+        await self.store.close()
+        await self.providers.aclose()
+        await self.shared.aclose()
+        if self.owns_telemetry:
+            self.telemetry.shutdown()
+
+
+def build_container(
+    settings: Settings, *, telemetry: Telemetry | None = None, providers: Providers | None = None
+) -> Container:
+    """The object graph for ``settings``.
+
+    ``telemetry`` defaults to one built from the ``OTEL_*`` variables and shut down with the container (a
+    caller that passes its own shuts it down itself); ``providers`` to the ones the settings choose.
+    """
+    prices = load_prices(settings.telemetry.llm_prices_file)
+    overrides = load_overrides(settings.limits.overrides_file)
+    owns_telemetry = telemetry is None
+    observed = telemetry or setup_telemetry(telemetry_options(settings))
+    chosen = providers or build_providers(settings, observed)
+    store = Store(
+        settings.lancedb_uri,
+        dimensions=chosen.embedder.dimensions,
+        read_consistency_s=settings.storage.read_consistency_s,
+        ann_index_min_rows=settings.storage.ann_index_min_rows,
+        telemetry=observed,
+    )
+    shared = open_shared_state(settings, observed)
+    cache = Cache(shared.cache, settings.cache, shared.health, observed, settle_s=settings.storage.read_consistency_s)
+    limiter = (
+        RateLimiter(shared.counters, settings.limits, overrides, observed, shared.health)
+        if settings.limits.enabled
+        else None
+    )
+    embeddings = Embeddings(chosen.embedder, observed, prices)
+    knowledge_bases = KnowledgeBases(store, cache, embeddings.model)
+    rag = settings.rag
+    retriever = Retriever(store, embeddings, cache, observed, min_similarity=rag.min_similarity)
+    answering = Answering(
+        chosen.answerer, cache, observed, prices, embedding_model=embeddings.model, min_similarity=rag.min_similarity
+    )
+    return Container(
+        settings=settings,
+        telemetry=observed,
+        providers=chosen,
+        authenticator=build_authenticator(settings),
+        store=store,
+        shared=shared,
+        cache=cache,
+        limiter=limiter,
+        knowledge_bases=knowledge_bases,
+        documents=Documents(knowledge_bases, store, embeddings, cache, settings=rag, telemetry=observed),
+        chat=Chat(knowledge_bases, retriever, answering, default_top_k=rag.default_top_k),
+        readiness=ReadinessChecks(store, shared, settings, observed),
+        owns_telemetry=owns_telemetry,
+    )
+
+
+def build_authenticator(settings: Settings) -> Authenticator:
+    if settings.auth.mode == "dev":
+        logger.warning(
+            "RAGWATCH_AUTH_MODE=dev: trusting X-Tenant-Id/X-User-Id headers without a token; never expose this"
+        )
+        return DevHeaderAuthenticator()
+    return JWTAuthenticator(settings.auth)
+
+
+def telemetry_options(settings: Settings) -> TelemetryOptions:
+    return TelemetryOptions(
+        service_version=__version__,
+        metrics_enabled=settings.telemetry.metrics_enabled,
+        capture_content=settings.telemetry.capture_content,
+        tenant_label_limit=settings.telemetry.metrics_tenant_limit,
+    )

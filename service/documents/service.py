@@ -1,0 +1,94 @@
+"""Documents: parse, chunk, embed, write atomically, and make the knowledge base's cached answers stale."""
+
+from __future__ import annotations
+
+import msgspec
+
+from service.auth import Principal
+from service.cache import Cache
+from service.chunking import chunk_text
+from service.config import RagSettings
+from service.documents.submissions import NewDocument, Submission, parse_submission
+from service.embeddings import Embeddings
+from service.errors import BadRequest, NotFound
+from service.knowledge_bases import KnowledgeBases
+from service.models import DocumentCreated, DocumentDetail, DocumentSummary
+from service.store import DocumentRecord, Store, new_id, now
+from telemetry import Telemetry, stage
+
+__all__ = ["Documents"]
+
+
+class Documents:
+    def __init__(
+        self,
+        knowledge_bases: KnowledgeBases,
+        store: Store,
+        embeddings: Embeddings,
+        cache: Cache,
+        *,
+        settings: RagSettings,
+        telemetry: Telemetry,
+    ) -> None:
+        self._knowledge_bases = knowledge_bases
+        self._store = store
+        self._embeddings = embeddings
+        self._cache = cache
+        self._settings = settings
+        self._telemetry = telemetry
+
+    async def ingest(self, principal: Principal, kb_id: str, submission: Submission) -> DocumentCreated:
+        """Parse what the request submitted (``ingest.parse``), then :meth:`write` it."""
+        with stage(self._telemetry, "ingest.parse"):
+            document = parse_submission(submission)
+        return await self.write(principal, kb_id, document)
+
+    async def write(self, principal: Principal, kb_id: str, document: NewDocument) -> DocumentCreated:
+        """Chunk, embed and write ``document`` in one commit (replacing one of the same id), then invalidate."""
+        await self._knowledge_bases.searchable(principal, kb_id)
+        with stage(self._telemetry, "ingest.chunk") as span:
+            chunks = chunk_text(document.text, self._settings.chunk_size, self._settings.chunk_overlap)
+            span.set_attribute("rag.chunks", len(chunks))
+        if not chunks:
+            raise BadRequest("The document has no text to index.")
+        with stage(self._telemetry, "ingest.embed", **{"rag.chunks": len(chunks)}):
+            vectors = await self._embeddings.embed_all(chunks, principal.tenant_id)
+        record = DocumentRecord(
+            document_id=document.document_id or new_id("doc"),
+            title=document.title,
+            chunks=len(chunks),
+            bytes=len(document.text.encode()),
+            metadata=dict(document.metadata),
+            created_at=now(),
+            text=document.text,
+        )
+        with stage(self._telemetry, "ingest.write"):
+            replaced = await self._store.write_document(principal.tenant_id, kb_id, record, chunks, vectors)
+        await self._cache.invalidate(principal.tenant_id, kb_id)
+        instruments = self._telemetry.instruments
+        tenant = {"tenant": instruments.tenant_label(principal.tenant_id)}
+        instruments.ingested_documents.add(1, tenant)
+        instruments.ingested_chunks.add(len(chunks), tenant)
+        instruments.ingested_bytes.add(record.bytes, tenant)
+        return DocumentCreated(document_id=record.document_id, chunks=len(chunks), replaced=replaced)
+
+    async def list_all(self, principal: Principal, kb_id: str) -> list[DocumentSummary]:
+        await self._knowledge_bases.get(principal, kb_id)
+        records = await self._store.list_documents(principal.tenant_id, kb_id)
+        return [msgspec.convert(record, DocumentSummary, from_attributes=True) for record in records]
+
+    async def get(self, principal: Principal, kb_id: str, document_id: str) -> DocumentDetail:
+        """The document with its full text."""
+        await self._knowledge_bases.get(principal, kb_id)
+        record = await self._store.get_document(principal.tenant_id, kb_id, document_id)
+        if record is None:
+            raise NotFound(f"No document {document_id!r} in knowledge base {kb_id!r}.")
+        return msgspec.convert(
+            msgspec.structs.replace(record, text=record.text or ""), DocumentDetail, from_attributes=True
+        )
+
+    async def delete(self, principal: Principal, kb_id: str, document_id: str) -> None:
+        await self._knowledge_bases.get(principal, kb_id)
+        if not await self._store.delete_document(principal.tenant_id, kb_id, document_id):
+            raise NotFound(f"No document {document_id!r} in knowledge base {kb_id!r}.")
+        await self._cache.invalidate(principal.tenant_id, kb_id)

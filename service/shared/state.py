@@ -1,0 +1,81 @@
+"""State shared by every replica: Redis, or an in-process stand-in for the embedded single-process default."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import BlockingConnectionPool, Redis
+
+from service.cache import CacheBackend, MemoryCacheBackend, RedisCacheBackend
+from service.config import Settings
+from service.limits import Counters, MemoryCounters, RedisCounters
+from service.shared.activity import ActivityPublisher
+from service.shared.health import RedisHealth
+from telemetry import Telemetry
+from telemetry.redis import instrument_redis
+
+__all__ = ["SharedState", "open_shared_state"]
+
+
+@dataclass
+class SharedState:
+    counters: Counters
+    cache: CacheBackend
+    health: RedisHealth
+    redis: Redis | None
+    """The pooled client when ``RAGWATCH_REDIS_URL`` names a Redis server; ``None`` for ``memory://``."""
+    activity: ActivityPublisher | None = None
+
+    async def ping(self) -> None:
+        if self.redis is not None:
+            await self.redis.ping()
+
+    def start(self) -> None:
+        if self.activity is not None:
+            self.activity.start()
+
+    async def aclose(self) -> None:
+        if self.activity is not None:
+            await self.activity.aclose()
+        await self.health.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()
+
+
+def open_shared_state(settings: Settings, telemetry: Telemetry) -> SharedState:
+    """The backends ``RAGWATCH_REDIS_URL`` names; no connection is made until the first command."""
+    if settings.redis.url.startswith("memory://"):
+        memory = MemoryCacheBackend(settings.cache.memory_max_entries)
+        counters = MemoryCounters(reader=memory.get_many)
+        return SharedState(counters=counters, cache=memory, health=RedisHealth(None, telemetry), redis=None)
+    password = settings.redis.password.reveal() if settings.redis.password else None
+    timeout_s = settings.redis.timeout_s
+    # A blocking pool: a burst of more concurrent requests than connections waits (up to the timeout) for
+    # one to be free, where the default pool raises MaxConnectionsError at once, and the limiter would fail
+    # open (or closed) for every request beyond the 64th though Redis is healthy.
+    pool = BlockingConnectionPool.from_url(
+        settings.redis.url,
+        password=password,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        health_check_interval=30,
+        max_connections=64,
+        timeout=timeout_s,
+    )
+    client = Redis.from_pool(pool)
+    instrument_redis(client, telemetry)
+    health = RedisHealth(client, telemetry, consequence=_outage_consequence(settings))
+    return SharedState(
+        counters=RedisCounters(client),
+        cache=RedisCacheBackend(client),
+        health=health,
+        redis=client,
+        activity=ActivityPublisher(client, health, telemetry),
+    )
+
+
+def _outage_consequence(settings: Settings) -> str:
+    """What a Redis outage means for requests, in words for the log line that reports it."""
+    limits = settings.limits
+    limiter = f"the rate limiter is failing {limits.failure_mode}" if limits.enabled else ""
+    return "caches are bypassed" + (f" and {limiter}" if limiter else "")

@@ -1,0 +1,226 @@
+"""Knowledge bases, documents and chunks in LanceDB, always scoped to one tenant.
+
+Layout: a ``knowledge_bases`` table and one ``chunks`` table (see :mod:`service.store.tables`). A search sees
+either all of a document's old chunks or all of its new ones, never a mix, and concurrent writers of the same
+document id cannot duplicate it. Hybrid search reads its vector and full-text hits from one pinned table
+version (:meth:`Store.hybrid_search`): two queries against the live table could straddle a write and fuse old
+chunks with new ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Sequence
+from datetime import timedelta
+from typing import Any
+
+import lancedb
+import msgspec
+
+from service.models import Passage
+from service.providers.base import Vectors
+from service.store.filters import document_filter, is_id, kb_filter, sql_literal
+from service.store.maintenance import IndexMaintenance
+from service.store.records import DocumentRecord, KnowledgeBaseRecord, new_id, now
+from service.store.search import text_search, vector_search
+from service.store.tables import DOCUMENT_COLUMNS, KB_SCHEMA, chunk_rows, chunk_schema, document_from_row
+from telemetry import Telemetry, db_query, disabled_telemetry
+
+__all__ = ["Store"]
+
+_WRITE_ATTEMPTS = 5
+
+
+class Store:
+    """All LanceDB access. One instance per process, shared by every request; :meth:`open` connects it."""
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        dimensions: int,
+        read_consistency_s: float,
+        ann_index_min_rows: int,
+        telemetry: Telemetry | None = None,
+    ) -> None:
+        """Nothing is opened yet; ``telemetry`` defaults to none at all."""
+        self._uri = uri
+        self._dimensions = dimensions
+        self._read_consistency_s = read_consistency_s
+        self._ann_index_min_rows = ann_index_min_rows
+        self._telemetry = telemetry or disabled_telemetry()
+        self._db: Any = None
+        self._kbs: Any = None
+        self._chunks: Any = None
+        self._maintenance: IndexMaintenance | None = None
+        self._pinned: tuple[int, Any] | None = None
+
+    async def open(self) -> Store:
+        """Connect and open (creating if needed) the tables; the vector width must match ``dimensions``."""
+        consistency = timedelta(seconds=self._read_consistency_s)
+        self._db = await lancedb.connect_async(self._uri, read_consistency_interval=consistency)
+        self._kbs = await self._db.create_table("knowledge_bases", schema=KB_SCHEMA, exist_ok=True)
+        self._chunks = await self._db.create_table("chunks", schema=chunk_schema(self._dimensions), exist_ok=True)
+        width = (await self._chunks.schema()).field("vector").type.list_size
+        if width != self._dimensions:
+            raise RuntimeError(
+                f"RAGWATCH_EMBEDDING_DIMENSIONS: the chunks table at {self._uri!r} holds {width}-wide vectors, "
+                f"not {self._dimensions}; use another RAGWATCH_DATA_DIR or the original width"
+            )
+        self._maintenance = IndexMaintenance(self._chunks, self._ann_index_min_rows)
+        await self._maintenance.ensure_full_text_index()
+        return self
+
+    async def close(self) -> None:
+        if self._maintenance is not None:
+            await self._maintenance.wait()
+        if self._db is not None:
+            self._db.close()
+
+    async def maintain(self) -> None:
+        """Run the background index maintenance now (an ANN index past the threshold, then ``optimize``)."""
+        if self._maintenance is not None:
+            await self._maintenance.run()
+
+    async def ping(self) -> None:
+        """Raise if either table cannot be read."""
+        await self._kbs.count_rows()
+        await self._chunks.count_rows()
+
+    # --- knowledge bases ---------------------------------------------------------------------------------
+
+    async def create_kb(self, tenant_id: str, name: str, description: str, embedding_model: str) -> KnowledgeBaseRecord:
+        record = KnowledgeBaseRecord(
+            id=new_id("kb"),
+            tenant_id=tenant_id,
+            name=name,
+            description=description,
+            embedding_model=embedding_model,
+            created_at=now(),
+        )
+        await self._kbs.add([msgspec.structs.asdict(record)])
+        return record
+
+    async def list_kbs(self, tenant_id: str) -> list[KnowledgeBaseRecord]:
+        rows = await self._kbs.query().where(f"tenant_id = {sql_literal(tenant_id)}").to_list()
+        records = [msgspec.convert(row, KnowledgeBaseRecord) for row in rows]
+        return sorted(records, key=lambda r: (r.created_at, r.id))
+
+    async def get_kb(self, tenant_id: str, kb_id: str) -> KnowledgeBaseRecord | None:
+        if not is_id(kb_id):
+            return None
+        with db_query(self._telemetry, "select", "knowledge_bases") as result:
+            rows = await self._kbs.query().where(kb_filter(tenant_id, kb_id, column="id")).limit(1).to_list()
+            result.rows = len(rows)
+        return msgspec.convert(rows[0], KnowledgeBaseRecord) if rows else None
+
+    async def kb_counts(self, tenant_id: str, kb_id: str) -> tuple[int, int]:
+        """(documents, chunks) in a knowledge base, both counted in the same table version."""
+        scope = kb_filter(tenant_id, kb_id)
+        chunks_table = await self._snapshot()
+        documents = await chunks_table.count_rows(f"{scope} AND chunk_index = 0")
+        chunks = await chunks_table.count_rows(scope)
+        return documents, chunks
+
+    async def delete_kb(self, tenant_id: str, kb_id: str) -> None:
+        """Delete the knowledge base first, so it is gone for every reader, then its chunks."""
+        await self._kbs.delete(kb_filter(tenant_id, kb_id, column="id"))
+        await self._chunks.delete(kb_filter(tenant_id, kb_id))
+
+    # --- documents -----------------------------------------------------------------------------------------
+
+    async def write_document(
+        self,
+        tenant_id: str,
+        kb_id: str,
+        document: DocumentRecord,
+        chunk_texts: Sequence[str],
+        vectors: Vectors,
+    ) -> bool:
+        """Insert or atomically replace a document's chunks; return whether it existed before."""
+        scope = document_filter(tenant_id, kb_id, document.document_id)
+        existed: bool = await self._chunks.count_rows(scope) > 0
+        rows = chunk_rows(tenant_id, kb_id, document, chunk_texts, vectors, schema=await self._chunks.schema())
+        for attempt in range(1, _WRITE_ATTEMPTS + 1):
+            try:
+                with db_query(self._telemetry, "merge_insert", "chunks") as result:
+                    await (
+                        self._chunks.merge_insert("chunk_id")
+                        .when_matched_update_all()
+                        .when_not_matched_insert_all()
+                        .when_not_matched_by_source_delete(scope)
+                        .execute(rows)
+                    )
+                    result.rows = rows.num_rows
+                break
+            except RuntimeError as exc:  # lance reports commit conflicts as RuntimeError
+                if attempt == _WRITE_ATTEMPTS or "conflict" not in str(exc).lower():
+                    raise
+                await asyncio.sleep(0.05 * attempt)
+        if self._maintenance is not None:
+            self._maintenance.schedule()
+        return existed
+
+    async def list_documents(self, tenant_id: str, kb_id: str) -> list[DocumentRecord]:
+        rows = await (
+            self._chunks.query()
+            .where(f"{kb_filter(tenant_id, kb_id)} AND chunk_index = 0")
+            .select(DOCUMENT_COLUMNS)
+            .to_list()
+        )
+        return sorted((document_from_row(row) for row in rows), key=lambda d: (d.created_at, d.document_id))
+
+    async def get_document(self, tenant_id: str, kb_id: str, document_id: str) -> DocumentRecord | None:
+        if not is_id(document_id):
+            return None
+        rows = await (
+            self._chunks.query()
+            .where(f"{document_filter(tenant_id, kb_id, document_id)} AND chunk_index = 0")
+            .select([*DOCUMENT_COLUMNS, "document_text"])
+            .limit(1)
+            .to_list()
+        )
+        return document_from_row(rows[0]) if rows else None
+
+    async def delete_document(self, tenant_id: str, kb_id: str, document_id: str) -> bool:
+        """Delete a document's chunks; ``False`` when there is no such document (or the id is not an id)."""
+        if not is_id(document_id):
+            return False
+        scope = document_filter(tenant_id, kb_id, document_id)
+        if await self._chunks.count_rows(scope) == 0:
+            return False
+        await self._chunks.delete(scope)
+        return True
+
+    # --- search ----------------------------------------------------------------------------------------------
+
+    async def hybrid_search(
+        self, tenant_id: str, kb_id: str, vector: Vectors, query: str, k: int
+    ) -> tuple[list[Passage], list[Passage]]:
+        """(vector hits, full-text hits), both read from the same table version.
+
+        A document replaced while this runs is seen wholly old or wholly new by *both* lists, so fusing
+        them can never cite old and new chunks of one document side by side.
+        """
+        chunks_table = await self._snapshot()
+        vector_hits, text_hits = await asyncio.gather(
+            self._query("vector_search", vector_search(chunks_table, tenant_id, kb_id, vector, k), k),
+            self._query("full_text_search", text_search(chunks_table, tenant_id, kb_id, query, k), k),
+        )
+        return vector_hits, text_hits
+
+    async def _query(self, operation: str, query: Awaitable[list[Passage]], k: int) -> list[Passage]:
+        """Run ``query`` inside its database span, so the span times the query's execution."""
+        with db_query(self._telemetry, operation, "chunks", top_k=k) as result:
+            hits = await query
+            result.rows = len(hits)
+        return hits
+
+    async def _snapshot(self) -> Any:
+        """A read-only handle on the chunks table pinned to its current version (reused until the next write)."""
+        version: int = await self._chunks.version()
+        pinned = self._pinned
+        if pinned is None or pinned[0] != version:
+            pinned = (version, await self._db.open_table("chunks", version=version))
+            self._pinned = pinned
+        return pinned[1]
