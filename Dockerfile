@@ -5,10 +5,16 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
     RAGWATCH_HOST=0.0.0.0 RAGWATCH_PORT=8000 RAGWATCH_DATA_DIR=/var/lib/ragwatch
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml uv.lock README.md ./
 COPY service ./service
 COPY telemetry ./telemetry
-RUN pip install . && useradd --system --uid 10001 --home-dir /var/lib/ragwatch --create-home ragwatch
+# Exactly the versions uv.lock pins (hash-checked), then the project itself without resolving anything again.
+RUN pip install uv==0.13.9 \
+ && uv export --frozen --no-emit-project --format requirements-txt -o /tmp/requirements.txt \
+ && pip install --require-hashes -r /tmp/requirements.txt \
+ && pip install --no-deps . \
+ && pip uninstall --yes uv && rm /tmp/requirements.txt \
+ && useradd --system --uid 10001 --home-dir /var/lib/ragwatch --create-home ragwatch
 
 USER ragwatch
 EXPOSE 8000

@@ -11,13 +11,21 @@ TEST_PROGRAMS := redis-server=redis-server prometheus=prometheus promtool=promet
 	prometheus-alertmanager=prometheus-alertmanager amtool=prometheus-alertmanager
 BENCH_PROGRAMS := wrk=wrk redis-server=redis-server cc=gcc taskset=util-linux
 
-.PHONY: run test lint fmt system-deps clean stack bench
+UV_VERSION := 0.13.9
+UV := .tools/uv/bin/uv
+# uv installs exactly what uv.lock pins, with the Python the Makefile found, and never downloads a Python.
+SYNC := UV_PYTHON=$(PYTHON) UV_PYTHON_DOWNLOADS=never $(UV) sync --frozen --extra dev
 
-$(STAMP): pyproject.toml
+.PHONY: run test test-fast lint fmt lock system-deps clean stack bench
+
+$(UV):
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is required"; exit 1; }
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(PYTHON) -m venv .tools/uv
+	.tools/uv/bin/python -m pip install --quiet uv==$(UV_VERSION)
+
+# The virtual environment, exactly as uv.lock pins it (the project itself installed editable).
+$(STAMP): pyproject.toml uv.lock | $(UV)
+	$(SYNC)
 	touch $(STAMP)
 
 ## run: serve the embedded default (LanceDB under ./data, offline embedder and answerer, a dev JWT secret)
@@ -33,9 +41,13 @@ run: $(STAMP)
 	  echo "  curl -s -H \"Authorization: Bearer \$$RAGWATCH_TOKEN\" http://127.0.0.1:$(PORT)/v1/knowledge-bases"; \
 	  exec $(BIN)/ragwatch serve --port $(PORT)
 
-## test: install what the tests need (venv, Debian packages when root), lint, type-check, run pytest
+## test: install what the tests need (venv, Debian packages when root), lint, type-check, run every test
 test: $(STAMP) system-deps lint
 	$(BIN)/python -m pytest -q
+
+## test-fast: the unit layer only (tests/unit: pure logic, no servers), in seconds
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit
 
 ## lint: ruff (lint and format) and mypy --strict on service/ and telemetry/
 lint: $(STAMP)
@@ -46,6 +58,10 @@ lint: $(STAMP)
 fmt: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+## lock: resolve pyproject.toml's dependencies again into uv.lock (run after changing them; commit both)
+lock: | $(UV)
+	UV_PYTHON=$(PYTHON) UV_PYTHON_DOWNLOADS=never $(UV) lock
 
 ## stack: the API with Redis, the collector, Prometheus, Alertmanager, Tempo, Loki and Grafana, in Docker
 stack:
@@ -62,7 +78,7 @@ stack:
 ## bench: the benchmark (2 cores, under 10 minutes): bench/results/latest.{json,md,png}; BENCH_ARGS=--quick for a smoke run
 bench: $(STAMP)
 	@bash tests/ensure-system-deps.sh $(BENCH_PROGRAMS)
-	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(SYNC) --extra bench
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 ## system-deps: Debian packages the tests run for real
@@ -70,4 +86,4 @@ system-deps:
 	@bash tests/ensure-system-deps.sh $(TEST_PROGRAMS)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache

@@ -18,12 +18,15 @@ import time
 import typing
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import jsonschema
+import jsonschema.protocols
+import jsonschema.validators
 import yaml
 
 from service.config import Secret, setting_variables
@@ -31,7 +34,8 @@ from tests.stack.binaries import prometheus
 from tests.support import LiveServer
 
 ROOT = Path(__file__).resolve().parents[2]
-COMPOSE_SCHEMA = ROOT.parent / "shared" / "schemas" / "compose-spec.json"
+COMPOSE_SCHEMA = files("check_jsonschema.builtin_schemas.vendor") / "compose-spec.json"
+"""The Compose Specification's schema as check-jsonschema vendors it: part of the dev install, not of ``../``."""
 COLLECTOR = ROOT / "otel-collector.yaml"
 PROMETHEUS = ROOT / "stack" / "prometheus.yml"
 TEMPO = ROOT / "stack" / "tempo.yaml"
@@ -165,9 +169,21 @@ def _collector_telemetry_port() -> int:
 # --- compose: schema, files, images, healthchecks, volumes ------------------------------------------------
 
 
-def test_the_compose_file_follows_the_compose_specification() -> None:
+def _compose_validator() -> jsonschema.protocols.Validator:
     schema = json.loads(COMPOSE_SCHEMA.read_text())
-    jsonschema.Draft7Validator(schema).validate(_compose())
+    validator: jsonschema.protocols.Validator = jsonschema.validators.validator_for(schema)(schema)
+    return validator
+
+
+def test_the_compose_file_follows_the_compose_specification() -> None:
+    _compose_validator().validate(_compose())
+
+
+def test_the_compose_schema_refuses_what_compose_would_refuse() -> None:
+    broken = _compose()
+    broken["services"]["api"]["restart_policy"] = "sometimes"  # not a service key
+
+    assert not _compose_validator().is_valid(broken)
 
 
 def test_every_file_the_compose_file_builds_from_exists() -> None:
@@ -182,6 +198,14 @@ def test_the_api_container_listens_where_its_port_mapping_and_healthcheck_expect
     assert port is not None
     assert api["ports"] == [f"{port.group(1)}:{port.group(1)}"]
     assert f"127.0.0.1:{port.group(1)}/health/ready" in " ".join(api["healthcheck"]["test"])
+
+
+def test_the_image_installs_exactly_what_the_lockfile_pins() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^COPY .*\buv\.lock\b", dockerfile, flags=re.MULTILINE)
+    assert "uv export --frozen" in dockerfile
+    assert "--require-hashes" in dockerfile
+    assert "pip install --no-deps ." in dockerfile
 
 
 def test_the_image_runs_as_a_non_root_user_with_a_liveness_healthcheck() -> None:
