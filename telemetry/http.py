@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import httpx2
@@ -13,7 +12,7 @@ from opentelemetry.instrumentation.asgi import asgi_getter
 from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest, start_http_server
 
-from telemetry.setup import Telemetry
+from telemetry.setup import Telemetry, use_stable_semantic_conventions
 
 __all__ = [
     "METRICS_CONTENT_TYPE",
@@ -62,19 +61,9 @@ def _route_span_details(scope: Any) -> tuple[str, dict[str, str]]:
     return f"{method} {route}".strip(), {"http.route": route}
 
 
-def _stable_http_semantic_conventions() -> None:
-    """Ask the HTTP instrumentations for the stable semantic conventions (``http.server.request.duration``…).
-
-    They read the variable once per process, when the first of them is created, so every entry point that
-    creates one sets it first: otherwise whichever is created first (the LLM client's, with
-    ``RAGWATCH_LLM=openai``) would fix the old names (``http.server.duration``, in milliseconds) for all.
-    """
-    os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
-
-
 def server_plugin(telemetry: Telemetry) -> OpenTelemetryPlugin:
     """Server spans (honouring W3C ``traceparent``, ``tracestate`` and baggage) and ``http.server.request.duration``."""
-    _stable_http_semantic_conventions()
+    use_stable_semantic_conventions()
     return OpenTelemetryPlugin(
         OpenTelemetryConfig(
             tracer_provider=telemetry.tracer_provider,
@@ -115,7 +104,7 @@ def instrument_http_client(client: httpx2.AsyncClient, telemetry: Telemetry) -> 
     The ``openai`` client sends its requests with ``httpx2``, hence that instrumentor.
     """
     if telemetry.enabled:
-        _stable_http_semantic_conventions()
+        use_stable_semantic_conventions()
         HTTPX2ClientInstrumentor.instrument_client(
             client,  # type: ignore[arg-type]  # its signature names httpx's classes, yet it wraps httpx2's
             tracer_provider=telemetry.tracer_provider,

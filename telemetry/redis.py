@@ -10,7 +10,7 @@ from opentelemetry.instrumentation.redis import RedisInstrumentor
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from redis.asyncio import Redis
 
-from telemetry.setup import Telemetry
+from telemetry.setup import Telemetry, use_stable_semantic_conventions
 from telemetry.spans import record_error
 
 __all__ = ["instrument_redis", "redis_call_in_current_span"]
@@ -18,6 +18,7 @@ __all__ = ["instrument_redis", "redis_call_in_current_span"]
 
 def instrument_redis(client: Redis, telemetry: Telemetry) -> None:
     if telemetry.enabled:
+        use_stable_semantic_conventions()
         RedisInstrumentor.instrument_client(client, tracer_provider=telemetry.tracer_provider)
 
 

@@ -54,7 +54,7 @@ from telemetry.exporters import (
 )
 from telemetry.instruments import Instruments
 
-__all__ = ["Telemetry", "TelemetryOptions", "disabled_telemetry", "setup_telemetry"]
+__all__ = ["Telemetry", "TelemetryOptions", "disabled_telemetry", "setup_telemetry", "use_stable_semantic_conventions"]
 
 logger = logging.getLogger("ragwatch.telemetry")
 SCOPE = "ragwatch"
@@ -157,9 +157,20 @@ def disabled_telemetry(options: TelemetryOptions | None = None) -> Telemetry:
     )
 
 
+def use_stable_semantic_conventions() -> None:
+    """Ask the instrumentations for the stable HTTP semantic conventions (``http.server.request.duration``…).
+
+    They read ``OTEL_SEMCONV_STABILITY_OPT_IN`` once per process, when the first instrumentation of any kind
+    (HTTP server, HTTP client, Redis) is created, so every place that creates one calls this first: otherwise
+    whichever came first would fix the old names (``http.server.duration``, in milliseconds) for all.
+    """
+    os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
+
+
 def setup_telemetry(options: TelemetryOptions, environ: Mapping[str, str] = os.environ) -> Telemetry:
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return disabled_telemetry(options)
+    use_stable_semantic_conventions()
     # The SDK counts the spans and log records its batch processors drop (queue full) only when asked;
     # it reads the variable as each processor is built.
     os.environ.setdefault("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "true")

@@ -172,16 +172,40 @@ class ExtractiveAnswerer:
         return ExtractiveAnswer(await self.answer(question, passages))
 
     def _compose(self, question: str, passages: Sequence[Passage]) -> str:
+        """The best sentences, in passage order, each once: a sentence found in several passages (chunk
+        overlap, or the same statement in two documents) is said once and cites every passage it is in."""
         wanted = set(_terms(question)) - _STOPWORDS
-        scored: list[tuple[float, int, int, str]] = []
+        found: dict[str, _Candidate] = {}
         for number, passage in enumerate(passages, start=1):
             for position, sentence in enumerate(_sentences(passage.text)):
                 overlap = len(wanted & set(_terms(sentence)))
-                if overlap:
-                    score = overlap / (1 + len(sentence) / 200) + passage.score * 0.1
-                    scored.append((score, number, position, sentence))
-        if not scored:
+                if not overlap:
+                    continue
+                score = overlap / (1 + len(sentence) / 200) + passage.score * 0.1
+                text = " ".join(sentence.split())
+                candidate = found.setdefault(_sentence_key(text), _Candidate(text, score, number, position))
+                candidate.score = max(candidate.score, score)
+                if number not in candidate.sources:
+                    candidate.sources.append(number)
+        if not found:
             return NO_ANSWER
-        best = sorted(scored, key=lambda s: -s[0])[: self.max_sentences]
-        best.sort(key=lambda s: (s[1], s[2]))
-        return " ".join(f"{' '.join(sentence.split())} [{number}]" for _, number, _, sentence in best)
+        best = sorted(found.values(), key=lambda c: -c.score)[: self.max_sentences]
+        best.sort(key=lambda c: (c.sources[0], c.position))
+        return " ".join(f"{c.text} {''.join(f'[{n}]' for n in c.sources)}" for c in best)
+
+
+class _Candidate:
+    """A sentence the answer may use: its best score and every passage (by number) that holds it."""
+
+    __slots__ = ("position", "score", "sources", "text")
+
+    def __init__(self, text: str, score: float, number: int, position: int) -> None:
+        self.text = text
+        self.score = score
+        self.sources = [number]
+        self.position = position
+
+
+def _sentence_key(sentence: str) -> str:
+    """Sentences that differ only in case, spacing or closing punctuation are the same sentence."""
+    return " ".join(_terms(sentence))

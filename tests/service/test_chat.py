@@ -106,3 +106,19 @@ def test_invalid_chat_requests_are_bad_request_problems(admin: httpx.Client, kb_
 
         assert reply.status_code == 400, (body, reply.text)
         assert reply.json()["type"] == PROBLEM_BASE + "invalid-request"
+
+
+def test_an_answer_over_two_documents_never_repeats_a_sentence(admin: httpx.Client, kb_id: str) -> None:
+    ingest(admin, kb_id, title="Vault (2025)", text="The vault code of tenant A is 7741.")
+    ingest(
+        admin,
+        kb_id,
+        title="Vault (2026)",
+        text="The vault code of tenant A is 7741. That was last year: the vault code is now 5150.",
+    )
+
+    answer = admin.post("/v1/chat", json={"kb_id": kb_id, "question": "What is the vault code?"}).json()["answer"]
+
+    sentences = [sentence.strip() for sentence in re.split(r"(?:\s*\[\d+\])+", answer) if sentence.strip()]
+    assert len(sentences) == len(set(sentences)), answer
+    assert "5150" in answer

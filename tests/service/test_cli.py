@@ -291,3 +291,15 @@ def test_ask_with_a_rejected_token_reports_the_401(server: LiveServer, ingested_
     assert result.returncode == 1
     assert result.stderr.startswith("ragwatch: 401 ")
     assert forged not in result.stderr
+
+
+def test_serve_with_an_invalid_port_exits_with_code_2_and_one_line_naming_the_variable(tmp_path: Path) -> None:
+    result = run_ragwatch("serve", cwd=tmp_path, RAGWATCH_PORT="notaport", RAGWATCH_JWT_SECRET=JWT_SECRET)
+
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "RAGWATCH_PORT" in lines[0]
+    assert "'notaport'" in lines[0]
+    assert JWT_SECRET not in result.stderr

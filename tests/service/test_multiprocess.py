@@ -8,8 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from redis import Redis
 
-from tests.support import GENEROUS_LIMITS, RedisServer, auth, metric_total, serving_processes
+from tests.support import GENEROUS_LIMITS, RedisServer, auth, metric_total, serving_processes, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -113,3 +114,27 @@ def test_both_processes_report_the_tenants_active_in_either_as_rag_active_tenant
     while (active(first), active(second)) != (3, 3) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert (active(first), active(second)) == (3, 3)
+
+
+def test_every_key_the_processes_write_to_redis_expires(
+    two_processes: tuple[httpx.Client, httpx.Client], redis_server: RedisServer
+) -> None:
+    """The README tells operators to run Redis with ``volatile-lru``: only keys with a TTL can be evicted, so
+    every key ragwatch writes (limits, caches, generations, active tenants) must have one."""
+    first, second = two_processes
+    kb_id = _shared_kb(first, second, "expiring")
+    first.post(f"/v1/knowledge-bases/{kb_id}/documents", json={"title": "Doc", "text": "Keys expire in Redis."})
+    for client in (first, second):
+        assert client.post("/v1/chat", json={"kb_id": kb_id, "question": "Do keys expire?"}).status_code == 200
+    redis = Redis.from_url(redis_server.url.removesuffix("/0") + "/5")
+    # Each process publishes the tenants it saw every five seconds.
+    wait_until(lambda: redis.exists("rw:active-tenants"), what="the active tenants set")
+
+    keys = list(redis.scan_iter(count=1000))
+    ttls = {key.decode(): redis.ttl(key) for key in keys}
+    redis.close()
+
+    assert {"rw:active-tenants"} <= ttls.keys()
+    assert any(key.startswith("rw:rl:") for key in ttls)
+    assert any(":gen:" in key for key in ttls)
+    assert {key: ttl for key, ttl in ttls.items() if ttl < 0} == {}

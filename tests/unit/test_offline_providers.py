@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
 import numpy as np
 
@@ -39,18 +37,6 @@ async def test_hashing_embedder_returns_the_same_vectors_on_every_call() -> None
     assert first.shape == (3, 384)
     assert first.dtype == np.float32
     np.testing.assert_array_equal(first, second[::-1])
-
-
-def test_hashing_embedder_is_the_same_in_another_process() -> None:
-    """Python's ``hash`` is salted per process; the embedder must not depend on it."""
-    script = (
-        "from service.providers.offline import HashingEmbedder;"
-        f"print(HashingEmbedder(64).embed_sync([{VACATION!r}]).tobytes().hex())"
-    )
-    command = [sys.executable, "-c", script]  # this interpreter, and a script written above
-    other = subprocess.run(command, capture_output=True, text=True, check=True, timeout=60)
-
-    assert bytes.fromhex(other.stdout.strip()) == HashingEmbedder(64).embed_sync([VACATION]).tobytes()
 
 
 def test_hashing_embedder_rows_are_unit_length_and_blank_text_is_zero() -> None:
@@ -168,3 +154,25 @@ async def test_extractive_answer_rejoins_hard_wrapped_prose_and_keeps_list_items
     assert "- secrets rotate every ninety days [1]" in answer.text
     assert "```" not in answer.text
     assert "unrelated list item" not in answer.text
+
+
+async def test_extractive_answer_never_repeats_a_sentence_and_keeps_room_for_the_newer_statement() -> None:
+    """Two documents, the newer one quoting the older statement before correcting it: the quoted sentence is
+    said once, citing both, and the correction makes it into the answer."""
+    old = _passage(1, "The vault code of tenant A is 7741.")
+    new = _passage(2, "The vault code of tenant A is 7741. Update: the vault code is now 5150.")
+
+    answer = await ExtractiveAnswerer().answer("What is the vault code?", [old, new, _passage(3, old.text)])
+
+    sentences = [sentence for sentence, _ in re.findall(r"(.+?) ((?:\[\d+\])+)", answer.text)]
+    assert len(sentences) == len({sentence.strip() for sentence in sentences}), answer.text
+    assert "The vault code of tenant A is 7741. [1][2][3]" in answer.text
+    assert "now 5150. [2]" in answer.text
+
+
+async def test_sentences_differing_only_in_case_and_spacing_count_as_one() -> None:
+    passages = [_passage(1, "Badges open  the north door."), _passage(2, "badges open the north door.")]
+
+    answer = await ExtractiveAnswerer().answer("Which door do badges open?", passages)
+
+    assert answer.text == "Badges open the north door. [1][2]"

@@ -15,7 +15,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from service.config import Secret, Settings, SettingsError, load_settings
-from tests.support import run_ragwatch
 
 SECRET = "settings-test-secret-0123456789-abcdefghijklmnop"  # 48 bytes: enough for HS256 and HS384
 BASE = {"RAGWATCH_JWT_SECRET": SECRET}
@@ -299,18 +298,3 @@ def test_an_error_message_never_echoes_a_secret_read_from_a_file(tmp_path: Path)
     message = settings_error({"RAGWATCH_JWT_SECRET_FILE": str(path)})
 
     assert message == "RAGWATCH_JWT_SECRET: expected at least 32 bytes for HS256"
-
-
-# --- the process ----------------------------------------------------------------------------------------
-
-
-def test_serve_with_an_invalid_port_exits_with_code_2_and_one_line_naming_the_variable(tmp_path: Path) -> None:
-    result = run_ragwatch("serve", cwd=tmp_path, RAGWATCH_PORT="notaport", RAGWATCH_JWT_SECRET=SECRET)
-
-    assert result.returncode == 2
-    assert result.stdout == ""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "RAGWATCH_PORT" in lines[0]
-    assert "'notaport'" in lines[0]
-    assert SECRET not in result.stderr
