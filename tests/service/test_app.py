@@ -14,6 +14,7 @@ from litestar.testing import TestClient
 from service.app import create_app
 from service.server import process_app
 from tests.support import make_settings
+from tests.telemetry import logging_restored
 
 
 @pytest.fixture
@@ -26,7 +27,7 @@ def unfrozen_heap() -> Iterator[None]:
 
 @pytest.mark.usefixtures("unfrozen_heap")
 def test_a_server_process_freezes_what_it_holds_once_started(tmp_path: Path) -> None:
-    with TestClient(process_app(make_settings(tmp_path))) as client:
+    with logging_restored(), TestClient(process_app(make_settings(tmp_path))) as client:
         frozen = gc.get_freeze_count()
         assert client.get("/health/live").status_code == 200
 

@@ -16,6 +16,7 @@ the process takes to exit.
 from __future__ import annotations
 
 import gzip
+import os
 import threading
 import zlib
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import grpc
+import pytest
 from google.protobuf.message import Message
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
@@ -260,6 +262,22 @@ class OtlpGrpcReceiver:
 def closed_port() -> int:
     """A local port nothing listens on: connecting to it is refused at once."""
     return free_port()
+
+
+@contextmanager
+def exporting_to_nowhere() -> Iterator[None]:
+    """This process's environment, for the telemetry set up inside the block, with no ``OTEL_*`` variable but
+    an OTLP endpoint where nothing listens, short export timeouts and batch delays: every signal is exported
+    (so the SDK's own processor metrics exist) and every export fails quickly (so the failures are counted)."""
+    with pytest.MonkeyPatch.context() as env:
+        for name in [name for name in os.environ if name.startswith("OTEL_")]:
+            env.delenv(name)
+        env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
+        env.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "0.5")
+        env.setenv("OTEL_METRIC_EXPORT_INTERVAL", "200")
+        env.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+        env.setenv("OTEL_BLRP_SCHEDULE_DELAY", "50")
+        yield
 
 
 # --- the service in its own process ---------------------------------------------------------------------

@@ -9,7 +9,6 @@ dashboards read is there, time to first token and a free model's cost of 0 inclu
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,7 +32,7 @@ from tests.support import (
     serving_process,
 )
 from tests.telemetry import logging_restored
-from tests.telemetry.otlp_receiver import closed_port
+from tests.telemetry.otlp_receiver import exporting_to_nowhere
 from tests.telemetry.test_metrics import parse_exposition, total
 
 RULES = Path(__file__).resolve().parents[2] / "alerts" / "rules"
@@ -60,13 +59,7 @@ def names_read_by_rules_and_dashboards() -> set[str]:
 def offline_server(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer) -> Iterator[LiveServer]:
     """The offline default on Redis, exporting OTLP to an endpoint where nothing listens (so the SDK's own
     processor metrics exist); nothing has been asked of it yet."""
-    with pytest.MonkeyPatch.context() as env:
-        for name in [name for name in os.environ if name.startswith("OTEL_")]:
-            env.delenv(name)
-        env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
-        env.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "0.5")
-        env.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
-        env.setenv("OTEL_BLRP_SCHEDULE_DELAY", "50")
+    with exporting_to_nowhere():
         settings = make_settings(
             tmp_path_factory.mktemp("presence"), RAGWATCH_REDIS_URL=redis_server.url.removesuffix("/0") + "/8"
         )

@@ -11,7 +11,6 @@ listens (so export failures appear).
 from __future__ import annotations
 
 import math
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +38,7 @@ from tests.support import (
     run_ragwatch,
 )
 from tests.telemetry import logging_restored
-from tests.telemetry.otlp_receiver import closed_port, ragwatch_serve, wait_until
+from tests.telemetry.otlp_receiver import exporting_to_nowhere, ragwatch_serve, wait_until
 
 CATALOGUE = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
 IGNORED_LABELS = frozenset({"otel_scope_name", "otel_scope_version", "otel_scope_schema_url", "le"})
@@ -168,13 +167,7 @@ def _script(client: httpx.Client, *, full: bool, fail_next_chat: object) -> list
 def traffic(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer) -> Traffic:
     """The service with OpenAI-compatible providers, Redis (a database of its own, so that no other test's
     tenants count as active) and a dead OTLP endpoint, after traffic on every path."""
-    with pytest.MonkeyPatch.context() as env, running_fake_openai() as fake:
-        for name in [name for name in os.environ if name.startswith("OTEL_")]:
-            env.delenv(name)
-        env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
-        env.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "0.5")
-        env.setenv("OTEL_METRIC_EXPORT_INTERVAL", "200")
-        env.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+    with exporting_to_nowhere(), running_fake_openai() as fake:
         settings = make_settings(
             tmp_path_factory.mktemp("metrics"),
             **fake_openai_env(fake.base_url, RAGWATCH_METRICS_TENANT_LIMIT=str(TENANT_LIMIT)),
