@@ -690,7 +690,8 @@ def rag_pipeline() -> Json:
             ),
             timeseries(
                 "Time to first token p50 / p95 / p99",
-                "Time from a streamed chat call to its first answer token, by provider and model"
+                "Time from a chat call to the first answer token a client can see (the first streamed"
+                " delta; for an answer asked for whole, the answer itself), by provider and model"
                 f" (rag_llm_time_to_first_token_seconds). {EXEMPLARS}",
                 quantiles(series("rag_llm_time_to_first_token_seconds_bucket"), model, model_legend),
                 unit="s",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TypeVar
 
 from litestar import Litestar, Router
 from litestar.datastructures import State
@@ -32,6 +32,8 @@ from telemetry.http import TraceContextPassthrough, server_plugin
 from telemetry.middleware import RequestTelemetryMiddleware
 
 __all__ = ["app_for", "create_app", "serves_metrics"]
+
+T = TypeVar("T")
 
 
 def create_app(settings: Settings, providers: Providers | None = None, telemetry: Telemetry | None = None) -> Litestar:
@@ -97,10 +99,10 @@ def app_for(container: Container) -> Litestar:
     )
 
 
-def _provide(service: Any) -> Provide:
+def _provide(service: T) -> Provide:
     """A dependency that is always ``service``: one instance per app, built by the container."""
 
-    def provide() -> Any:
+    def provide() -> T:
         return service
 
     return Provide(provide, sync_to_thread=False, use_cache=True)

@@ -56,30 +56,49 @@ class Container:
     owns_telemetry: bool
     """Whether :meth:`aclose` shuts the telemetry down (it was built here rather than handed in)."""
     _monitor: asyncio.Task[None] | None = field(default=None, init=False)
+    _started: bool = field(default=False, init=False)
 
     async def start(self) -> None:
-        """Open LanceDB, start the shared state's background work and the readiness monitor."""
+        """Open LanceDB, start the shared state's background work and the readiness monitor.
+
+        A container serves one start and one close: its Redis health, pending cache renewals and clients are
+        those of one life (an app started again needs a new container). If starting fails, what was already
+        built is closed before the error goes on.
+        """
+        if self._started:
+            raise RuntimeError("a container is started once; build a new one (create_app) to start again")
+        self._started = True
         telemetry = self.telemetry
         logger.info(
             "telemetry %s; OTLP export: %s",
             "on" if telemetry.enabled else "off (OTEL_SDK_DISABLED)",
             ", ".join(sorted(telemetry.otlp_signals)) or "none",
         )
-        await self.store.open()
-        self.shared.start()
-        self._monitor = asyncio.get_running_loop().create_task(self.readiness.monitor())
+        try:
+            await self.store.open()
+            self.shared.start()
+            self._monitor = asyncio.get_running_loop().create_task(self.readiness.monitor())
+        except BaseException:
+            await self.aclose()
+            raise
 
     async def aclose(self) -> None:
-        if self._monitor is not None:
-            self._monitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._monitor
-        await self.cache.aclose()
-        await self.store.close()
-        await self.providers.aclose()
-        await self.shared.aclose()
-        if self.owns_telemetry:
-            self.telemetry.shutdown()
+        """Stop the background work and close every client; each step runs even if an earlier one failed."""
+        async with contextlib.AsyncExitStack() as stack:
+            if self.owns_telemetry:
+                stack.callback(self.telemetry.shutdown)
+            stack.push_async_callback(self.shared.aclose)
+            stack.push_async_callback(self.providers.aclose)
+            stack.push_async_callback(self.store.close)
+            stack.push_async_callback(self.cache.aclose)
+            if self._monitor is not None:
+                stack.push_async_callback(_cancelled, self._monitor)
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def build_container(

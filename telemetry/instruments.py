@@ -134,7 +134,7 @@ class Instruments:
         self.time_to_first_token = meter.create_histogram(
             "rag.llm.time_to_first_token",
             unit="s",
-            description="Time from the request to the first streamed answer token",
+            description="Time from the LLM call to the first answer token (of a whole answer: the answer itself)",
             explicit_bucket_boundaries_advisory=SLOW_BUCKETS_S,
         )
         self.retrieval_duration = meter.create_histogram(

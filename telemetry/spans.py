@@ -87,9 +87,9 @@ class GenAICall:
     """A GenAI client span ``{operation} {model}`` (``chat gpt-4o-mini``, ``embeddings hashing-384``).
 
     The caller fills in the response fields while it runs; :meth:`end` records them on the span and in
-    ``gen_ai.client.operation.duration``, ``gen_ai.client.token.usage``, ``rag_llm_calls_total``, cost and,
-    for streamed chats, time to first token. Prompt and answer text are kept only with
-    ``RAGWATCH_CAPTURE_CONTENT=true``.
+    ``gen_ai.client.operation.duration``, ``gen_ai.client.token.usage``, ``rag_llm_calls_total``, cost, and
+    time to first token (the first streamed delta, or a whole answer's arrival). Prompt and answer text are
+    kept only with ``RAGWATCH_CAPTURE_CONTENT=true``.
 
     The span is not made current for its whole life, because a streamed answer is consumed across the
     steps of an async generator, where a context attached in one step cannot be detached in another; wrap

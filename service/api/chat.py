@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import anyio
@@ -53,7 +53,7 @@ async def chat(
     return await stream(chat.events(request.user, data, prefetched))
 
 
-async def stream(events: AsyncIterator[AnswerDelta | AnswerDone]) -> Response[Any]:
+async def stream(events: AsyncGenerator[AnswerDelta | AnswerDone, None]) -> Response[Any]:
     """Server-Sent Events of ``events``. The first event is awaited before answering, so that a failure before
     any text (unknown knowledge base, provider down) is still an ordinary problem response with its status."""
     first = await anext(events)
@@ -61,7 +61,7 @@ async def stream(events: AsyncIterator[AnswerDelta | AnswerDone]) -> Response[An
 
 
 async def _sse(
-    first: AnswerDelta | AnswerDone, events: AsyncIterator[AnswerDelta | AnswerDone]
+    first: AnswerDelta | AnswerDone, events: AsyncGenerator[AnswerDelta | AnswerDone, None]
 ) -> AsyncIterator[ServerSentEventMessage]:
     try:
         yield _message(first)
@@ -72,7 +72,7 @@ async def _sse(
     finally:
         # Runs when the client disconnects too: shielded, so the upstream LLM call is really closed.
         with anyio.CancelScope(shield=True):
-            await events.aclose()  # type: ignore[attr-defined]
+            await events.aclose()
 
 
 def _message(event: AnswerDelta | AnswerDone) -> ServerSentEventMessage:

@@ -96,7 +96,7 @@ class DocumentController(Controller):
         principal: NamedDependency[Principal],
         documents: NamedDependency[Documents],
     ) -> DocumentCreated:
-        return await documents.ingest(principal, kb_id, await read_submission(request))
+        return await documents.ingest(principal, kb_id, read_submission(request))
 
     @get(summary="List a knowledge base's documents", responses=_ERRORS)
     async def list(

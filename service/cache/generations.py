@@ -116,6 +116,7 @@ class Generations:
     async def aclose(self) -> None:
         for timer in self._settling.values():
             timer.cancel()
+        self._settling.clear()
         for task in list(self._tasks):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -67,7 +67,7 @@ class Answering:
             normalize_question(question),
             str(top_k),
             self._embedding_model,
-            f"{answerer.provider}/{answerer.model}",
+            f"{answerer.provider}/{answerer.model}/{answerer.version}",
             PROMPT_VERSION,
             str(self._min_similarity),
         ]

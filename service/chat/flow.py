@@ -8,7 +8,7 @@ forwards delta by delta (so a client that goes away stops the LLM call).
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 
 from service.auth import Principal
@@ -50,7 +50,7 @@ class Chat:
 
     async def events(
         self, principal: Principal, request: ChatRequest, prefetched: Sequence[bytes | None] | None = None
-    ) -> AsyncIterator[AnswerDelta | AnswerDone]:
+    ) -> AsyncGenerator[AnswerDelta | AnswerDone, None]:
         """Deltas of the answer, then one :class:`AnswerDone`; closing the iterator stops the LLM call.
 
         A cached answer, or one that an identical request is computing already, arrives as a single delta.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 import msgspec
 
 from service.auth import Principal
@@ -37,10 +39,10 @@ class Documents:
         self._settings = settings
         self._telemetry = telemetry
 
-    async def ingest(self, principal: Principal, kb_id: str, submission: Submission) -> DocumentCreated:
-        """Parse what the request submitted (``ingest.parse``), then :meth:`write` it."""
+    async def ingest(self, principal: Principal, kb_id: str, submission: Awaitable[Submission]) -> DocumentCreated:
+        """Read and parse what the request submitted (the ``ingest.parse`` span), then :meth:`write` it."""
         with stage(self._telemetry, "ingest.parse"):
-            document = parse_submission(submission)
+            document = parse_submission(await submission)
         return await self.write(principal, kb_id, document)
 
     async def write(self, principal: Principal, kb_id: str, document: NewDocument) -> DocumentCreated:

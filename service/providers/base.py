@@ -71,6 +71,9 @@ class AnswerStream(Protocol):
 class Answerer(Protocol):
     provider: str
     model: str
+    version: str
+    """Changes whenever the answerer would answer the same passages differently (part of the answer-cache key,
+    so a deploy never serves answers of the previous behaviour)."""
 
     async def answer(self, question: str, passages: Sequence[Passage]) -> Answer: ...
 

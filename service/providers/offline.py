@@ -154,6 +154,7 @@ class ExtractiveAnswerer:
 
     provider = "ragwatch"
     model = "extractive"
+    version = "2"  # 2: a sentence held by several passages is said once, citing them all
 
     def __init__(self, max_sentences: int = 3) -> None:
         self.max_sentences = max_sentences

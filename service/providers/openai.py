@@ -146,6 +146,7 @@ class OpenAIAnswerStream:
 
 class OpenAIAnswerer:
     provider = "openai"
+    version = "1"  # the prompt's own version is part of the answer-cache key besides this
 
     def __init__(self, client: AsyncOpenAI, model: str, max_output_tokens: int) -> None:
         self._client = client

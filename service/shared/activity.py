@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 
 from redis.asyncio import Redis
@@ -13,6 +14,7 @@ from telemetry import Telemetry
 
 __all__ = ["ACTIVE_TENANTS_KEY", "ActivityPublisher"]
 
+logger = logging.getLogger("ragwatch.redis")
 ACTIVITY_INTERVAL_S = 5.0
 ACTIVE_TENANTS_KEY = "rw:active-tenants"
 ACTIVE_WINDOW_S = 300
@@ -54,7 +56,10 @@ class ActivityPublisher:
 
     async def _run(self) -> None:
         while True:
-            await self.publish_once()
+            try:
+                await self.publish_once()
+            except Exception:  # not Redis's failure (the guard handles those): keep publishing regardless
+                logger.exception("publishing the active tenants failed")
             await asyncio.sleep(ACTIVITY_INTERVAL_S)
 
     async def aclose(self) -> None:

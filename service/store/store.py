@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -31,6 +32,16 @@ __all__ = ["Store"]
 _WRITE_ATTEMPTS = 5
 
 
+@dataclass(frozen=True)
+class _Tables:
+    """What :meth:`Store.open` connects: the database, its two tables and their index upkeep."""
+
+    db: Any
+    kbs: Any
+    chunks: Any
+    maintenance: IndexMaintenance
+
+
 class Store:
     """All LanceDB access. One instance per process, shared by every request; :meth:`open` connects it."""
 
@@ -49,38 +60,56 @@ class Store:
         self._read_consistency_s = read_consistency_s
         self._ann_index_min_rows = ann_index_min_rows
         self._telemetry = telemetry or disabled_telemetry()
-        self._db: Any = None
-        self._kbs: Any = None
-        self._chunks: Any = None
-        self._maintenance: IndexMaintenance | None = None
+        self._tables: _Tables | None = None
         self._pinned: tuple[int, Any] | None = None
 
     async def open(self) -> Store:
         """Connect and open (creating if needed) the tables; the vector width must match ``dimensions``."""
         consistency = timedelta(seconds=self._read_consistency_s)
-        self._db = await lancedb.connect_async(self._uri, read_consistency_interval=consistency)
-        self._kbs = await self._db.create_table("knowledge_bases", schema=KB_SCHEMA, exist_ok=True)
-        self._chunks = await self._db.create_table("chunks", schema=chunk_schema(self._dimensions), exist_ok=True)
-        width = (await self._chunks.schema()).field("vector").type.list_size
+        db = await lancedb.connect_async(self._uri, read_consistency_interval=consistency)
+        kbs = await db.create_table("knowledge_bases", schema=KB_SCHEMA, exist_ok=True)
+        # An existing table is opened as it is, so that a width that differs is reported below by name.
+        try:
+            chunks = await db.open_table("chunks")
+        except ValueError:  # not there yet; created here (or by another process starting at the same time)
+            chunks = await db.create_table("chunks", schema=chunk_schema(self._dimensions), exist_ok=True)
+        width = (await chunks.schema()).field("vector").type.list_size
         if width != self._dimensions:
+            db.close()  # type: ignore[no-untyped-call]
             raise RuntimeError(
                 f"RAGWATCH_EMBEDDING_DIMENSIONS: the chunks table at {self._uri!r} holds {width}-wide vectors, "
                 f"not {self._dimensions}; use another RAGWATCH_DATA_DIR or the original width"
             )
-        self._maintenance = IndexMaintenance(self._chunks, self._ann_index_min_rows)
-        await self._maintenance.ensure_full_text_index()
+        self._tables = _Tables(db, kbs, chunks, IndexMaintenance(chunks, self._ann_index_min_rows))
+        await self._tables.maintenance.ensure_full_text_index()
         return self
 
     async def close(self) -> None:
-        if self._maintenance is not None:
-            await self._maintenance.wait()
-        if self._db is not None:
-            self._db.close()
+        if self._tables is not None:
+            await self._tables.maintenance.wait()
+            self._tables.db.close()
+
+    @property
+    def _opened(self) -> _Tables:
+        if self._tables is None:
+            raise RuntimeError("the store is not open: await Store.open() first")
+        return self._tables
+
+    @property
+    def _db(self) -> Any:
+        return self._opened.db
+
+    @property
+    def _kbs(self) -> Any:
+        return self._opened.kbs
+
+    @property
+    def _chunks(self) -> Any:
+        return self._opened.chunks
 
     async def maintain(self) -> None:
         """Run the background index maintenance now (an ANN index past the threshold, then ``optimize``)."""
-        if self._maintenance is not None:
-            await self._maintenance.run()
+        await self._opened.maintenance.run()
 
     async def ping(self) -> None:
         """Raise if either table cannot be read."""
@@ -157,8 +186,7 @@ class Store:
                 if attempt == _WRITE_ATTEMPTS or "conflict" not in str(exc).lower():
                     raise
                 await asyncio.sleep(0.05 * attempt)
-        if self._maintenance is not None:
-            self._maintenance.schedule()
+        self._opened.maintenance.schedule()
         return existed
 
     async def list_documents(self, tenant_id: str, kb_id: str) -> list[DocumentRecord]:

@@ -3,7 +3,10 @@ I/O at all, then started on real LanceDB and used through its services."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+
+import pytest
 
 from service.auth import ADMIN, MEMBER, Principal
 from service.chat import AnswerDelta, AnswerDone
@@ -53,3 +56,27 @@ async def test_a_started_graph_ingests_and_answers_whole_and_streamed(tmp_path: 
     assert isinstance(events[-1], AnswerDone)
     assert events[-1].cached
     assert (detail.document_count, detail.chunk_count) == (1, created.chunks)
+
+
+async def test_a_container_is_started_once(tmp_path: Path) -> None:
+    container = build_container(make_settings(tmp_path), telemetry=disabled_telemetry())
+    await container.start()
+    try:
+        with pytest.raises(RuntimeError, match="started once"):
+            await container.start()
+    finally:
+        await container.aclose()
+
+
+async def test_a_start_that_fails_closes_what_it_had_built_and_says_why(tmp_path: Path) -> None:
+    first = build_container(make_settings(tmp_path), telemetry=disabled_telemetry())
+    await first.start()
+    await first.aclose()
+    narrower = build_container(
+        make_settings(tmp_path, RAGWATCH_EMBEDDING_DIMENSIONS="256"), telemetry=disabled_telemetry()
+    )
+
+    with pytest.raises(RuntimeError, match="RAGWATCH_EMBEDDING_DIMENSIONS"):
+        await narrower.start()
+
+    assert not [task for task in asyncio.all_tasks() if "monitor" in repr(task.get_coro())]

@@ -9,7 +9,10 @@ import pytest
 from service.cache import Cache, MemoryCacheBackend, normalize_question
 from service.cache.entries import Entry, decode_entry, encode_entry, is_mget_reply
 from service.cache.keys import entry_keys, generation_key
+from service.chat import Answering
 from service.config import CacheSettings
+from service.pricing import load_prices
+from service.providers.offline import ExtractiveAnswerer
 from service.shared.health import RedisHealth
 from telemetry import disabled_telemetry
 
@@ -193,3 +196,19 @@ async def test_the_in_process_backend_drops_the_least_recently_used_entries_past
     await backend.put("c", b"c", 60)
 
     assert await backend.get_many(["a", "b", "c"]) == [b"a", None, b"c"]
+
+
+def test_an_answerer_that_answers_differently_now_reads_other_answer_keys() -> None:
+    """A deploy that changes how answers are made never serves the answers of the previous behaviour."""
+
+    class Revised(ExtractiveAnswerer):
+        version = "3"
+
+    def keys(answerer: ExtractiveAnswerer) -> list[str]:
+        telemetry = disabled_telemetry()
+        answering = Answering(
+            answerer, make_cache(), telemetry, load_prices(None), embedding_model="hashing-384", min_similarity=0.2
+        )
+        return answering.read_keys("acme", "kb1", "How many vacation days?", 5)
+
+    assert keys(ExtractiveAnswerer()) != keys(Revised())
