@@ -10,9 +10,10 @@ characters, and each chunk after the first starts with the trailing sentences of
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import NamedTuple
 
-__all__ = ["chunk_text", "split_sentences"]
+__all__ = ["Block", "chunk_blocks", "chunk_text", "split_sentences"]
 
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9#*-])")
@@ -21,6 +22,33 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9#*-])")
 def split_sentences(text: str) -> list[str]:
     """Sentences of ``text``, split after ``.``, ``!`` or ``?`` followed by space and a capital or digit."""
     return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
+
+
+class Block(NamedTuple):
+    """Text with where it stands in its document: the PDF page (from 1) and the section path of the headings
+    above it (``"Install > Linux"``), each ``None`` where the format has no such thing."""
+
+    text: str
+    page: int | None = None
+    section: str | None = None
+
+
+def chunk_blocks(blocks: Iterable[Block], size: int, overlap: int) -> list[Block]:
+    """Chunks that never straddle a page or a section: consecutive blocks of the same page and section are
+    chunked together (:func:`chunk_text`), and each chunk keeps their page and section."""
+    chunks: list[Block] = []
+    run: list[str] = []
+    where: tuple[int | None, str | None] | None = None
+    for block in [*blocks, None]:
+        here = (block.page, block.section) if block is not None else None
+        if run and here != where:
+            assert where is not None
+            chunks.extend(Block(text, *where) for text in chunk_text("\n\n".join(run), size, overlap))
+            run = []
+        if block is not None and block.text.strip():
+            run.append(block.text)
+            where = here
+    return chunks
 
 
 def chunk_text(text: str, size: int, overlap: int) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import mimetypes
 import os
 import re
 import sys
@@ -16,12 +17,14 @@ import httpx
 
 from service.auth import ADMIN, MEMBER, mint_token
 from service.config import Settings, SettingsError, load_settings
+from service.parsing.formats import SUFFIXES
 
 __all__ = ["main"]
 
 _TTL = re.compile(r"^(\d+)([smhd]?)$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-INGESTIBLE = (".txt", ".md", ".markdown")
+INGESTIBLE = tuple(SUFFIXES)
+"""What ``ragwatch ingest`` takes from a folder: the files the server parses, by their name."""
 
 
 def parse_ttl(text: str) -> int:
@@ -46,13 +49,19 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--role", action="append", choices=[ADMIN, MEMBER], help="repeatable (default: member)")
     token.add_argument("--ttl", type=parse_ttl, default=3600, help="lifetime: 90s, 15m, 1h, 7d (default 1h)")
 
-    for name, helptext in (("ingest", "ingest .txt/.md files or folders"), ("ask", "ask a question")):
+    for name, helptext in (
+        ("ingest", "ingest PDF, DOCX, HTML, Markdown and text files or folders"),
+        ("ask", "ask a question"),
+    ):
         sub = commands.add_parser(name, help=helptext)
         sub.add_argument("--kb", required=True, help="knowledge base id")
         sub.add_argument("--url", default=os.environ.get("RAGWATCH_URL", "http://127.0.0.1:8000"))
         sub.add_argument("--token", default=os.environ.get("RAGWATCH_TOKEN"), help="bearer token (RAGWATCH_TOKEN)")
         sub.add_argument("--tenant", default="demo", help="tenant of the token minted when none is given")
     commands.choices["ingest"].add_argument("paths", nargs="+", type=Path)
+    commands.choices["ingest"].add_argument(
+        "--concurrency", type=int, default=4, choices=range(1, 33), metavar="N", help="uploads at a time (default 4)"
+    )
     commands.choices["ask"].add_argument("question")
     commands.choices["ask"].add_argument("--stream", action="store_true")
     commands.choices["ask"].add_argument("--top-k", type=int)
@@ -195,23 +204,42 @@ def document_id_for(path: Path) -> str:
 
 
 def _ingest(client: httpx.Client, args: argparse.Namespace) -> int:
+    """Upload every file, ``--concurrency`` at a time (the server commits concurrent uploads together); a file
+    the server refuses is reported and the rest go on."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from rich.progress import Progress
 
     files = list(iter_files(args.paths))
     total_chunks = 0
-    with Progress(transient=False) as progress:
+    failures: list[str] = []
+    with Progress(transient=False) as progress, ThreadPoolExecutor(max_workers=args.concurrency) as pool:
         task = progress.add_task("ingesting", total=len(files))
-        for path in files:
-            with path.open("rb") as handle:
-                response = client.post(
-                    f"/v1/knowledge-bases/{args.kb}/documents",
-                    files={"file": (path.name, handle, "text/plain")},
-                    data={"id": document_id_for(path), "title": path.name},
-                )
-            total_chunks += _check(response).json()["chunks"]
-            progress.update(task, advance=1, description=f"{path.name}")
-    print(f"ingested {len(files)} file(s), {total_chunks} chunk(s) into {args.kb}")
-    return 0
+        for path, outcome in zip(files, pool.map(lambda path: _upload(client, args.kb, path), files), strict=True):
+            if isinstance(outcome, int):
+                total_chunks += outcome
+            else:
+                failures.append(f"{path}: {outcome}")
+            progress.update(task, advance=1, description=path.name)
+    for failure in failures:
+        print(f"ragwatch: {failure}", file=sys.stderr)
+    print(f"ingested {len(files) - len(failures)} file(s), {total_chunks} chunk(s) into {args.kb}")
+    return 1 if failures else 0
+
+
+def _upload(client: httpx.Client, kb_id: str, path: Path) -> int | str:
+    """The chunks the file became, or why it was refused."""
+    try:
+        with path.open("rb") as handle:
+            response = client.post(
+                f"/v1/knowledge-bases/{kb_id}/documents",
+                files={"file": (path.name, handle, mimetypes.guess_type(path.name)[0] or "application/octet-stream")},
+                data={"id": document_id_for(path), "title": path.name},
+            )
+        chunks: int = _check(response).json()["chunks"]
+    except (ApiError, OSError) as exc:
+        return str(exc)
+    return chunks
 
 
 def _ask(client: httpx.Client, args: argparse.Namespace) -> int:

@@ -20,13 +20,14 @@ from service.auth import Authenticator, DevHeaderAuthenticator, JWTAuthenticator
 from service.cache import Cache
 from service.chat import Answering, Chat, Retriever
 from service.config import Settings
-from service.documents import Documents
+from service.documents import Documents, Uploads
 from service.embeddings import Embeddings
 from service.knowledge_bases import KnowledgeBases
 from service.limits import RateLimiter, load_overrides
 from service.pricing import load_prices
 from service.providers import Providers, build_providers
 from service.readiness import ReadinessChecks
+from service.search import Search
 from service.shared.state import SharedState, open_shared_state
 from service.store import Store
 from telemetry import Telemetry, TelemetryOptions, setup_telemetry
@@ -52,6 +53,7 @@ class Container:
     knowledge_bases: KnowledgeBases
     documents: Documents
     chat: Chat
+    search: Search
     readiness: ReadinessChecks
     owns_telemetry: bool
     """Whether :meth:`aclose` shuts the telemetry down (it was built here rather than handed in)."""
@@ -90,6 +92,7 @@ class Container:
             stack.push_async_callback(self.shared.aclose)
             stack.push_async_callback(self.providers.aclose)
             stack.push_async_callback(self.store.close)
+            stack.push_async_callback(self.documents.aclose)
             stack.push_async_callback(self.cache.aclose)
             if self._monitor is not None:
                 stack.push_async_callback(_cancelled, self._monitor)
@@ -129,7 +132,7 @@ def build_container(
         else None
     )
     embeddings = Embeddings(chosen.embedder, observed, prices)
-    knowledge_bases = KnowledgeBases(store, cache, embeddings.model)
+    knowledge_bases = KnowledgeBases(store, cache, embeddings.model, fresh_for_s=settings.storage.read_consistency_s)
     rag = settings.rag
     retriever = Retriever(store, embeddings, cache, observed, min_similarity=rag.min_similarity)
     answering = Answering(
@@ -145,8 +148,17 @@ def build_container(
         cache=cache,
         limiter=limiter,
         knowledge_bases=knowledge_bases,
-        documents=Documents(knowledge_bases, store, embeddings, cache, settings=rag, telemetry=observed),
+        documents=Documents(
+            knowledge_bases,
+            store,
+            embeddings,
+            cache,
+            Uploads(settings.parsing, observed),
+            settings=rag,
+            telemetry=observed,
+        ),
         chat=Chat(knowledge_bases, retriever, answering, default_top_k=rag.default_top_k),
+        search=Search(knowledge_bases, retriever, default_top_k=rag.default_top_k),
         readiness=ReadinessChecks(store, shared, settings, observed),
         owns_telemetry=owns_telemetry,
     )

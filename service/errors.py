@@ -24,8 +24,12 @@ from service.models import Problem
 __all__ = [
     "BadRequest",
     "Conflict",
+    "DocumentTooLarge",
+    "EncryptedDocument",
     "Forbidden",
+    "NeedsOcr",
     "NotFound",
+    "ParseTimeout",
     "ProviderError",
     "ProviderRateLimited",
     "ProviderTimeout",
@@ -34,6 +38,7 @@ __all__ = [
     "RateLimited",
     "RateLimiterUnavailable",
     "Unauthorized",
+    "UnreadableDocument",
     "UnsupportedMediaType",
     "problem",
     "problem_details_plugin",
@@ -87,6 +92,26 @@ class Conflict(RagwatchError):
 
 class UnsupportedMediaType(RagwatchError):
     status, slug, title = 415, "unsupported-media-type", "Unsupported content type"
+
+
+class DocumentTooLarge(RagwatchError):
+    status, slug, title = 413, "document-too-large", "The document exceeds a parsing limit"
+
+
+class UnreadableDocument(RagwatchError):
+    status, slug, title = 422, "unreadable-document", "The document cannot be read"
+
+
+class EncryptedDocument(RagwatchError):
+    status, slug, title = 422, "encrypted-document", "The document is encrypted"
+
+
+class NeedsOcr(RagwatchError):
+    status, slug, title = 422, "needs-ocr", "The document has no text layer"
+
+
+class ParseTimeout(RagwatchError):
+    status, slug, title = 422, "parse-timeout", "The document took too long to parse"
 
 
 class RateLimited(RagwatchError):
@@ -192,8 +217,9 @@ _RESPONSE_DESCRIPTIONS = {
     401: "No valid bearer token",
     403: "The token's roles do not allow this",
     404: "No such resource in the caller's tenant",
-    413: "The body is larger than RAGWATCH_MAX_BODY_BYTES",
+    413: "The body is larger than RAGWATCH_MAX_BODY_BYTES, or the document exceeds a parsing limit",
     415: "The content type or file type is not supported",
+    422: "The file is of a supported type but cannot be ingested (damaged, encrypted, images only, too slow)",
 }
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 import msgspec
+from cachetools import TTLCache
 
 from service.auth import Principal
 from service.cache import Cache
@@ -15,10 +18,21 @@ __all__ = ["KnowledgeBases"]
 
 
 class KnowledgeBases:
-    def __init__(self, store: Store, cache: Cache, embedding_model: str) -> None:
+    """Knowledge bases as each request finds them.
+
+    A lookup is remembered for ``fresh_for_s`` (``RAGWATCH_READ_CONSISTENCY_S``): no longer than another
+    process's writes may take to be seen anyway, so a knowledge base created or deleted through another
+    replica is seen as soon as before, and one deleted through this process is forgotten at once. It spares
+    every chat, search and upload a LanceDB query.
+    """
+
+    def __init__(self, store: Store, cache: Cache, embedding_model: str, *, fresh_for_s: float = 0.5) -> None:
         self._store = store
         self._cache = cache
         self._embedding_model = embedding_model
+        self._found: TTLCache[tuple[str, str], KnowledgeBaseRecord | None] | None = (
+            TTLCache(maxsize=10_000, ttl=fresh_for_s, timer=time.monotonic) if fresh_for_s > 0 else None
+        )
 
     async def create(self, principal: Principal, data: KnowledgeBaseCreate) -> KnowledgeBase:
         """A new knowledge base, bound to the embedder the service uses now."""
@@ -36,10 +50,19 @@ class KnowledgeBases:
         Once found, its id joins the request's log context and server span (``rag.kb.id``) on every route
         that works within a knowledge base.
         """
-        record = await self._store.get_kb(principal.tenant_id, kb_id)
+        record = await self._lookup(principal.tenant_id, kb_id)
         if record is None:
             raise NotFound(f"No knowledge base {kb_id!r} in this tenant.")
         update_request(kb_id=record.id)
+        return record
+
+    async def _lookup(self, tenant_id: str, kb_id: str) -> KnowledgeBaseRecord | None:
+        key = (tenant_id, kb_id)
+        if self._found is not None and key in self._found:
+            return self._found[key]
+        record = await self._store.get_kb(tenant_id, kb_id)
+        if self._found is not None:
+            self._found[key] = record
         return record
 
     async def searchable(self, principal: Principal, kb_id: str) -> KnowledgeBaseRecord:
@@ -63,7 +86,11 @@ class KnowledgeBases:
     async def delete(self, principal: Principal, kb_id: str) -> None:
         """Delete the knowledge base and its documents; its cached answers go stale at once."""
         await self.get(principal, kb_id)
+        if self._found is not None:
+            self._found.pop((principal.tenant_id, kb_id), None)
         await self._store.delete_kb(principal.tenant_id, kb_id)
+        if self._found is not None:
+            self._found.pop((principal.tenant_id, kb_id), None)
         await self._cache.invalidate(principal.tenant_id, kb_id)
 
 

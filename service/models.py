@@ -21,6 +21,8 @@ __all__ = [
     "Passage",
     "Problem",
     "Readiness",
+    "SearchRequest",
+    "SearchResults",
     "Usage",
 ]
 
@@ -82,9 +84,9 @@ class ChatRequest(msgspec.Struct, forbid_unknown_fields=True):
     stream: bool = False
 
 
-class Passage(msgspec.Struct, frozen=True):
+class Passage(msgspec.Struct, frozen=True, omit_defaults=True):
     """A chunk of a document as retrieval found it: what the store returns, what the answerer reads, and what a
-    citation shows. One type all the way, so a field added here (a page, a section) reaches every layer."""
+    citation shows. One type all the way, so a field added here reaches every layer."""
 
     document_id: str
     chunk_id: str
@@ -92,6 +94,10 @@ class Passage(msgspec.Struct, frozen=True):
     score: float
     """Cosine similarity from vector search, BM25 from full-text search; after fusion, 0..1 (1: first in both)."""
     text: str
+    page: int | None = None
+    """The PDF page the chunk is on (from 1); absent for formats without pages."""
+    section: str | None = None
+    """The headings above the chunk, outermost first (``"Install > Linux"``); absent where there are none."""
 
 
 class Usage(msgspec.Struct):
@@ -107,6 +113,17 @@ class ChatResponse(msgspec.Struct):
     trace_id: str
     cached: bool
     """Whether the answer came from the answer cache (no LLM call was made for this request)."""
+
+
+class SearchRequest(msgspec.Struct, forbid_unknown_fields=True):
+    query: Annotated[NonBlank, msgspec.Meta(max_length=4000)]
+    top_k: Annotated[int, msgspec.Meta(ge=1, le=100)] | None = None
+    """Passages to return, best first (1 to 100); default ``RAGWATCH_DEFAULT_TOP_K``."""
+
+
+class SearchResults(msgspec.Struct):
+    results: list[Passage]
+    """Ordered by ``score``, best first."""
 
 
 class HealthCheck(msgspec.Struct):

@@ -11,7 +11,7 @@ from opentelemetry import trace
 from telemetry.context import update_request
 from telemetry.instruments import Instruments
 from telemetry.setup import Telemetry, TelemetryOptions, disabled_telemetry, setup_telemetry
-from telemetry.spans import GenAICall, db_query, genai_call, stage
+from telemetry.spans import GenAICall, db_query, describe_stage, genai_call, stage
 
 __all__ = [
     "GenAICall",
@@ -20,6 +20,7 @@ __all__ = [
     "TelemetryOptions",
     "current_trace_id",
     "db_query",
+    "describe_stage",
     "disabled_telemetry",
     "genai_call",
     "setup_telemetry",

@@ -149,6 +149,16 @@ class Instruments:
             description="Passages a retrieval returned",
             explicit_bucket_boundaries_advisory=COUNT_BUCKETS,
         )
+        self.parsed_documents = meter.create_counter(
+            "rag.ingest.parsed", description="Uploaded files parsed, by format and outcome (ok, or why refused)"
+        )
+        self.parse_duration = meter.create_histogram(
+            "rag.ingest.parse.duration",
+            unit="s",
+            description="Time to detect and parse an uploaded file, by format",
+            explicit_bucket_boundaries_advisory=SLOW_BUCKETS_S,
+        )
+        self.parsed_pages = meter.create_counter("rag.ingest.pages", description="PDF pages parsed")
         self.ingested_documents = meter.create_counter("rag.ingest.documents", description="Documents ingested")
         self.ingested_chunks = meter.create_counter("rag.ingest.chunks", description="Chunks written")
         self.ingested_bytes = meter.create_counter("rag.ingest.bytes", description="Document bytes ingested")

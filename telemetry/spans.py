@@ -20,7 +20,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from telemetry.setup import Telemetry
 
-__all__ = ["GenAICall", "db_query", "genai_call", "record_error", "stage"]
+__all__ = ["GenAICall", "db_query", "describe_stage", "genai_call", "record_error", "stage"]
 
 DB_SYSTEM = "lancedb"
 
@@ -50,6 +50,13 @@ def stage(telemetry: Telemetry, name: str, **attributes: Any) -> Iterator[Span]:
         except BaseException as exc:
             record_error(span, exc)
             raise
+
+
+def describe_stage(**attributes: Any) -> None:
+    """Add ``attributes`` to the current span (the stage a helper runs in), when it is recorded."""
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.set_attributes(attributes)
 
 
 @contextmanager

@@ -35,7 +35,9 @@ async def read_submission(request: Request[Any, Any, Any]) -> Submission:
     if media_type == "application/json":
         return JsonSubmission(await request.body())
     if media_type != "multipart/form-data":
-        raise UnsupportedMediaType("Send application/json or multipart/form-data with a .txt or .md file.")
+        raise UnsupportedMediaType(
+            "Send application/json, or multipart/form-data with a PDF, DOCX, HTML, Markdown or text file."
+        )
     form = await request.form()
     files = [value for value in form.getall("file") if isinstance(value, UploadFile)] if "file" in form else []
     if len(files) != 1:
@@ -61,7 +63,11 @@ class IngestOperation(Operation):
                 type=OpenAPIType.OBJECT,
                 required=["file"],
                 properties={
-                    "file": Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY, description=".txt or .md"),
+                    "file": Schema(
+                        type=OpenAPIType.STRING,
+                        format=OpenAPIFormat.BINARY,
+                        description="PDF, DOCX, HTML, Markdown or plain text (detected from the content)",
+                    ),
                     "title": Schema(
                         type=OpenAPIType.STRING, max_length=MAX_TITLE_LENGTH, description="default: the file name"
                     ),
@@ -72,7 +78,7 @@ class IngestOperation(Operation):
         )
         self.request_body = RequestBody(
             required=True,
-            description="A document as JSON, or one uploaded .txt or .md file",
+            description="A document as JSON, or one uploaded PDF, DOCX, HTML, Markdown or text file",
             content={**json_body, "multipart/form-data": upload},
         )
 
@@ -87,7 +93,7 @@ class DocumentController(Controller):
         operation_class=IngestOperation,
         dependencies={"json_body_schema": Provide(_json_body_schema)},
         summary="Ingest a document; an existing id replaces it atomically",
-        responses=problem_responses(400, 401, 403, 404, 413, 415, 429, 503),
+        responses=problem_responses(400, 401, 403, 404, 413, 415, 422, 429, 503),
     )
     async def ingest(
         self,

@@ -17,6 +17,7 @@ __all__ = [
     "AuthSettings",
     "CacheSettings",
     "OpenAISettings",
+    "ParseSettings",
     "ProviderSettings",
     "RagSettings",
     "RateLimitSettings",
@@ -148,6 +149,19 @@ class RagSettings(msgspec.Struct, frozen=True, rename=variables("RAGWATCH_")):
     """
 
 
+class ParseSettings(msgspec.Struct, frozen=True, rename=variables("RAGWATCH_PARSE_")):
+    max_pages: PositiveInt = 2_000
+    """Pages a PDF may have; a longer one is refused (413)."""
+    max_characters: PositiveInt = 5_000_000
+    """Characters of text one document may yield once parsed; a larger one is refused (413)."""
+    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=600)] = 60.0
+    """Seconds a PDF, DOCX or HTML file may take to parse; its parser process is ended past that (422)."""
+    workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
+    """Parser processes, each parsing one PDF, DOCX or HTML file at a time, started on first use."""
+    max_memory_mb: Annotated[int, msgspec.Meta(ge=256, le=65_536)] = 2_048
+    """Address space each parser process may use, in MiB: what a decompression bomb runs into."""
+
+
 class RedisSettings(msgspec.Struct, frozen=True, rename=variables("RAGWATCH_REDIS_")):
     url: str = "memory://"
     """``redis://host:6379/0``, ``rediss://`` for TLS, or ``memory://``: in-process state for a single process."""
@@ -176,7 +190,7 @@ class CacheSettings(msgspec.Struct, frozen=True, rename=variables("RAGWATCH_CACH
 
 class RateLimitSettings(msgspec.Struct, frozen=True, rename=variables("RAGWATCH_RATE_LIMIT_")):
     enabled: bool = True
-    """Limit chat and ingestion requests per tenant and per user."""
+    """Limit chat, search and ingestion requests per tenant and per user."""
     per_minute: PositiveInt = 60
     """Requests each user may make per minute, on chat and on ingestion each."""
     per_hour: PositiveInt = 1000
@@ -217,6 +231,7 @@ class Settings(msgspec.Struct, frozen=True):
     providers: ProviderSettings = msgspec.field(default_factory=ProviderSettings)
     openai: OpenAISettings = msgspec.field(default_factory=OpenAISettings)
     rag: RagSettings = msgspec.field(default_factory=RagSettings)
+    parsing: ParseSettings = msgspec.field(default_factory=ParseSettings)
     telemetry: TelemetrySettings = msgspec.field(default_factory=TelemetrySettings)
     redis: RedisSettings = msgspec.field(default_factory=RedisSettings)
     cache: CacheSettings = msgspec.field(default_factory=CacheSettings)

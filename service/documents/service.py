@@ -8,9 +8,10 @@ import msgspec
 
 from service.auth import Principal
 from service.cache import Cache
-from service.chunking import chunk_text
+from service.chunking import Block, chunk_blocks
 from service.config import RagSettings
-from service.documents.submissions import NewDocument, Submission, parse_submission
+from service.documents.submissions import JsonSubmission, NewDocument, Submission, parse_json
+from service.documents.uploads import Uploads
 from service.embeddings import Embeddings
 from service.errors import BadRequest, NotFound
 from service.knowledge_bases import KnowledgeBases
@@ -28,11 +29,13 @@ class Documents:
         store: Store,
         embeddings: Embeddings,
         cache: Cache,
+        uploads: Uploads,
         *,
         settings: RagSettings,
         telemetry: Telemetry,
     ) -> None:
         self._knowledge_bases = knowledge_bases
+        self._uploads = uploads
         self._store = store
         self._embeddings = embeddings
         self._cache = cache
@@ -41,20 +44,26 @@ class Documents:
 
     async def ingest(self, principal: Principal, kb_id: str, submission: Awaitable[Submission]) -> DocumentCreated:
         """Read and parse what the request submitted (the ``ingest.parse`` span), then :meth:`write` it."""
-        with stage(self._telemetry, "ingest.parse"):
-            document = parse_submission(await submission)
+        with stage(self._telemetry, "ingest.parse") as span:
+            received = await submission
+            if isinstance(received, JsonSubmission):
+                document = parse_json(received.body)
+            else:
+                span.set_attribute("rag.document.bytes", len(received.content))
+                document = await self._uploads.document(received)
         return await self.write(principal, kb_id, document)
 
     async def write(self, principal: Principal, kb_id: str, document: NewDocument) -> DocumentCreated:
         """Chunk, embed and write ``document`` in one commit (replacing one of the same id), then invalidate."""
         await self._knowledge_bases.searchable(principal, kb_id)
         with stage(self._telemetry, "ingest.chunk") as span:
-            chunks = chunk_text(document.text, self._settings.chunk_size, self._settings.chunk_overlap)
+            blocks = document.blocks or (Block(document.text),)
+            chunks = chunk_blocks(blocks, self._settings.chunk_size, self._settings.chunk_overlap)
             span.set_attribute("rag.chunks", len(chunks))
         if not chunks:
             raise BadRequest("The document has no text to index.")
         with stage(self._telemetry, "ingest.embed", **{"rag.chunks": len(chunks)}):
-            vectors = await self._embeddings.embed_all(chunks, principal.tenant_id)
+            vectors = await self._embeddings.embed_all([chunk.text for chunk in chunks], principal.tenant_id)
         record = DocumentRecord(
             document_id=document.document_id or new_id("doc"),
             title=document.title,
@@ -88,6 +97,10 @@ class Documents:
         return msgspec.convert(
             msgspec.structs.replace(record, text=record.text or ""), DocumentDetail, from_attributes=True
         )
+
+    async def aclose(self) -> None:
+        """End the parser processes."""
+        await self._uploads.aclose()
 
     async def delete(self, principal: Principal, kb_id: str, document_id: str) -> None:
         await self._knowledge_bases.get(principal, kb_id)

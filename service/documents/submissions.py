@@ -1,9 +1,8 @@
-"""What an ingest request submitted, and the document it makes: the JSON body or the one uploaded file.
+"""What an ingest request submitted, and the document it makes: the JSON body, or one uploaded file with its
+form fields (the file itself is parsed by :mod:`service.documents.uploads`).
 
-The HTTP layer hands over the raw submission; turning it into a :class:`NewDocument` (decoding, checking the
-file type and the form fields) is parsing, done here and timed by the ``ingest.parse`` span. Every mistake
-is the caller's: a :class:`~service.errors.BadRequest` or an
-:class:`~service.errors.UnsupportedMediaType`, never a 500.
+The HTTP layer hands over the raw submission; turning it into a :class:`NewDocument` is parsing, timed by the
+``ingest.parse`` span. Every mistake is the caller's: a 4xx problem, never a 500.
 """
 
 from __future__ import annotations
@@ -11,17 +10,16 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import PurePath
 from typing import Any
 
 import msgspec
 
-from service.errors import BadRequest, UnsupportedMediaType
+from service.chunking import Block
+from service.errors import BadRequest
 from service.models import ID_PATTERN, MAX_TITLE_LENGTH, DocumentCreate
 
-__all__ = ["TEXT_SUFFIXES", "FileSubmission", "JsonSubmission", "NewDocument", "Submission", "parse_submission"]
+__all__ = ["FileSubmission", "JsonSubmission", "NewDocument", "Submission", "form_fields", "parse_json"]
 
-TEXT_SUFFIXES = frozenset({".txt", ".md", ".markdown"})
 _decode_document = msgspec.json.Decoder(DocumentCreate).decode
 
 
@@ -31,6 +29,8 @@ class NewDocument:
     text: str
     metadata: dict[str, Any]
     document_id: str | None = None
+    blocks: tuple[Block, ...] = ()
+    """The text as the format structured it (pages, sections); empty: ``text`` is one block."""
 
 
 @dataclass(frozen=True)
@@ -49,13 +49,8 @@ class FileSubmission:
 Submission = JsonSubmission | FileSubmission
 
 
-def parse_submission(submission: Submission) -> NewDocument:
-    if isinstance(submission, JsonSubmission):
-        return _parse_json(submission.body)
-    return _parse_file(submission)
-
-
-def _parse_json(body: bytes) -> NewDocument:
+def parse_json(body: bytes) -> NewDocument:
+    """The document of a JSON body (:class:`~service.models.DocumentCreate`)."""
     try:
         document = _decode_document(body)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
@@ -67,22 +62,12 @@ def _parse_json(body: bytes) -> NewDocument:
     )
 
 
-def _parse_file(upload: FileSubmission) -> NewDocument:
-    suffix = PurePath(upload.filename).suffix.lower()
-    if suffix not in TEXT_SUFFIXES:
-        raise UnsupportedMediaType(f"Only .txt and .md files can be ingested, not {upload.filename!r}.")
-    try:
-        text = upload.content.decode("utf-8").removeprefix("\ufeff")
-    except UnicodeDecodeError as exc:
-        raise BadRequest(f"The file is not valid UTF-8 (byte {exc.start}).") from None
-    if not text.strip():
-        raise BadRequest("The file is empty.")
-    title = _text_field(upload.fields, "title") or PurePath(upload.filename or "upload").stem
-    if len(title) > MAX_TITLE_LENGTH:
+def form_fields(upload: FileSubmission) -> tuple[str | None, dict[str, Any], str | None]:
+    """The upload's own ``title`` (``None``: take the file's name), ``metadata`` and ``id`` form fields."""
+    title = _text_field(upload.fields, "title")
+    if title is not None and len(title) > MAX_TITLE_LENGTH:
         raise BadRequest(f"The title is longer than {MAX_TITLE_LENGTH} characters.")
-    return NewDocument(
-        title=title, text=text, metadata=_metadata_field(upload.fields), document_id=_id_field(upload.fields)
-    )
+    return title, _metadata_field(upload.fields), _id_field(upload.fields)
 
 
 def _text_field(fields: Mapping[str, object], name: str) -> str | None:

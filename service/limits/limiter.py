@@ -37,7 +37,7 @@ class RateLimiter:
         self._overrides = overrides
         self._telemetry = telemetry
         decisions = telemetry.instruments.ratelimit_decisions
-        for action in ("chat", "ingest"):  # every series from the first scrape
+        for action in ("chat", "ingest", "search"):  # every series from the first scrape
             for outcome in ("allowed", "refused", "error"):
                 decisions.add(0, {"action": action, "outcome": outcome})
 

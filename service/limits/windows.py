@@ -13,7 +13,7 @@ from typing import Literal
 
 __all__ = ["PERIOD_SECONDS", "Action", "Decision", "Scope", "Window", "decision_from_reply", "windows_for"]
 
-Action = Literal["chat", "ingest"]
+Action = Literal["chat", "ingest", "search"]
 Scope = Literal["tenant", "user"]
 Period = Literal["minute", "hour"]
 PERIOD_SECONDS: dict[Period, int] = {"minute": 60, "hour": 3600}

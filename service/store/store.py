@@ -17,19 +17,27 @@ from typing import Any
 
 import lancedb
 import msgspec
+import pyarrow as pa
 
+from service.chunking import Block
 from service.models import Passage
 from service.providers.base import Vectors
 from service.store.filters import document_filter, is_id, kb_filter, sql_literal
 from service.store.maintenance import IndexMaintenance
 from service.store.records import DocumentRecord, KnowledgeBaseRecord, new_id, now
 from service.store.search import text_search, vector_search
-from service.store.tables import DOCUMENT_COLUMNS, KB_SCHEMA, chunk_rows, chunk_schema, document_from_row
+from service.store.tables import (
+    DOCUMENT_COLUMNS,
+    KB_SCHEMA,
+    LOCATION_FIELDS,
+    chunk_rows,
+    chunk_schema,
+    document_from_row,
+)
+from service.store.writes import DocumentWrite, GroupCommit, commit_documents
 from telemetry import Telemetry, db_query, disabled_telemetry
 
 __all__ = ["Store"]
-
-_WRITE_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -39,7 +47,9 @@ class _Tables:
     db: Any
     kbs: Any
     chunks: Any
+    schema: pa.Schema
     maintenance: IndexMaintenance
+    writer: GroupCommit
 
 
 class Store:
@@ -73,19 +83,23 @@ class Store:
             chunks = await db.open_table("chunks")
         except ValueError:  # not there yet; created here (or by another process starting at the same time)
             chunks = await db.create_table("chunks", schema=chunk_schema(self._dimensions), exist_ok=True)
-        width = (await chunks.schema()).field("vector").type.list_size
+        schema = await chunks.schema()
+        width = schema.field("vector").type.list_size
         if width != self._dimensions:
             db.close()  # type: ignore[no-untyped-call]
             raise RuntimeError(
                 f"RAGWATCH_EMBEDDING_DIMENSIONS: the chunks table at {self._uri!r} holds {width}-wide vectors, "
                 f"not {self._dimensions}; use another RAGWATCH_DATA_DIR or the original width"
             )
-        self._tables = _Tables(db, kbs, chunks, IndexMaintenance(chunks, self._ann_index_min_rows))
-        await self._tables.maintenance.ensure_full_text_index()
+        maintenance = IndexMaintenance(chunks, self._ann_index_min_rows)
+        await maintenance.add_missing_columns(LOCATION_FIELDS)
+        await maintenance.ensure_indexes()
+        self._tables = _Tables(db, kbs, chunks, await chunks.schema(), maintenance, GroupCommit(self._commit))
         return self
 
     async def close(self) -> None:
         if self._tables is not None:
+            await self._tables.writer.wait()
             await self._tables.maintenance.wait()
             self._tables.db.close()
 
@@ -163,31 +177,20 @@ class Store:
         tenant_id: str,
         kb_id: str,
         document: DocumentRecord,
-        chunk_texts: Sequence[str],
+        chunks: Sequence[Block],
         vectors: Vectors,
     ) -> bool:
-        """Insert or atomically replace a document's chunks; return whether it existed before."""
-        scope = document_filter(tenant_id, kb_id, document.document_id)
-        existed: bool = await self._chunks.count_rows(scope) > 0
-        rows = chunk_rows(tenant_id, kb_id, document, chunk_texts, vectors, schema=await self._chunks.schema())
-        for attempt in range(1, _WRITE_ATTEMPTS + 1):
-            try:
-                with db_query(self._telemetry, "merge_insert", "chunks") as result:
-                    await (
-                        self._chunks.merge_insert("chunk_id")
-                        .when_matched_update_all()
-                        .when_not_matched_insert_all()
-                        .when_not_matched_by_source_delete(scope)
-                        .execute(rows)
-                    )
-                    result.rows = rows.num_rows
-                break
-            except RuntimeError as exc:  # lance reports commit conflicts as RuntimeError
-                if attempt == _WRITE_ATTEMPTS or "conflict" not in str(exc).lower():
-                    raise
-                await asyncio.sleep(0.05 * attempt)
+        """Insert or atomically replace a document's chunks; return whether it existed before.
+
+        Returns once the commit holding the document has returned; concurrent writes share commits.
+        """
+        rows = chunk_rows(tenant_id, kb_id, document, chunks, vectors, schema=self._opened.schema)
+        return await self._opened.writer.write(DocumentWrite(tenant_id, kb_id, document.document_id, rows))
+
+    async def _commit(self, writes: list[DocumentWrite]) -> list[bool]:
+        replaced = await commit_documents(self._chunks, writes, self._telemetry)
         self._opened.maintenance.schedule()
-        return existed
+        return replaced
 
     async def list_documents(self, tenant_id: str, kb_id: str) -> list[DocumentRecord]:
         rows = await (

@@ -15,10 +15,19 @@ from typing import Any
 import msgspec
 import pyarrow as pa
 
+from service.chunking import Block
 from service.providers.base import Vectors
 from service.store.records import DocumentRecord
 
-__all__ = ["DOCUMENT_COLUMNS", "HIT_COLUMNS", "KB_SCHEMA", "chunk_rows", "chunk_schema", "document_from_row"]
+__all__ = [
+    "DOCUMENT_COLUMNS",
+    "HIT_COLUMNS",
+    "KB_SCHEMA",
+    "LOCATION_FIELDS",
+    "chunk_rows",
+    "chunk_schema",
+    "document_from_row",
+]
 
 _PRIMARY_KEY = b"lance-schema:unenforced-primary-key"
 
@@ -33,7 +42,9 @@ KB_SCHEMA = pa.schema(
     ]
 )
 DOCUMENT_COLUMNS = ["document_id", "title", "chunk_count", "document_bytes", "metadata", "created_at"]
-HIT_COLUMNS = ["document_id", "chunk_id", "title", "text"]
+HIT_COLUMNS = ["document_id", "chunk_id", "title", "text", "page", "section"]
+LOCATION_FIELDS = [pa.field("page", pa.int32()), pa.field("section", pa.string())]
+"""Columns added after the first release: a table created before them gets them (null) when opened."""
 
 
 def chunk_schema(dimensions: int) -> pa.Schema:
@@ -52,6 +63,7 @@ def chunk_schema(dimensions: int) -> pa.Schema:
             ("metadata", pa.string()),
             ("created_at", pa.string()),
             ("vector", pa.list_(pa.float32(), dimensions)),
+            *LOCATION_FIELDS,
         ]
     )
 
@@ -60,12 +72,12 @@ def chunk_rows(
     tenant_id: str,
     kb_id: str,
     document: DocumentRecord,
-    chunk_texts: Sequence[str],
+    chunks: Sequence[Block],
     vectors: Vectors,
     *,
     schema: pa.Schema,
 ) -> pa.Table:
-    count = len(chunk_texts)
+    count = len(chunks)
     metadata = json.dumps(document.metadata, ensure_ascii=False)
     columns: dict[str, Any] = {
         "chunk_id": [f"{kb_id}:{document.document_id}:{index}" for index in range(count)],
@@ -75,11 +87,13 @@ def chunk_rows(
         "chunk_index": list(range(count)),
         "chunk_count": [count] * count,
         "title": [document.title] * count,
-        "text": list(chunk_texts),
+        "text": [chunk.text for chunk in chunks],
         "document_text": [document.text] + [None] * (count - 1),
         "document_bytes": [document.bytes] * count,
         "metadata": [metadata] * count,
         "created_at": [document.created_at] * count,
+        "page": [chunk.page for chunk in chunks],
+        "section": [chunk.section for chunk in chunks],
     }
     flat = pa.array(vectors.ravel(), type=pa.float32())
     columns["vector"] = pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])

@@ -15,6 +15,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.documents import docx_bytes, image_pdf, text_pdf
 from tests.support import JWT_SECRET, LiveServer, create_kb, run_ragwatch, token
 
 HANDBOOK = (
@@ -139,14 +140,17 @@ def test_token_refuses_to_mint_an_hs256_token_the_server_would_not_accept(tmp_pa
 
 @pytest.fixture
 def handbook_dir(tmp_path: Path) -> Path:
-    """Four text files (one nested, one named with a leading underscore) and a PDF to be skipped."""
+    """Four text files (one nested, one named with a leading underscore), a PDF and a DOCX, and a spreadsheet
+    that ``ingest`` leaves out by its name."""
     folder = tmp_path / "handbook"
     (folder / "nested").mkdir(parents=True)
     (folder / "vacation.md").write_text(HANDBOOK)
     (folder / "expenses.txt").write_text(EXPENSES)
     (folder / "nested" / "parking.md").write_text(PARKING)
     (folder / "_index.md").write_text(INDEX)
-    (folder / "manual.pdf").write_bytes(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj << >> endobj\n")
+    (folder / "security.pdf").write_bytes(text_pdf([["Badges open the north door."], ["Visitors sign in."]]))
+    (folder / "onboarding.docx").write_bytes(docx_bytes([(1, "First day", ["Collect your laptop at IT."])]))
+    (folder / "budget.xlsx").write_bytes(b"PK\x03\x04 a spreadsheet")
     return folder
 
 
@@ -167,7 +171,7 @@ def kb_state(admin: httpx.Client, kb: str) -> tuple[int, int, list[str], list[st
     )
 
 
-def test_ingest_a_folder_adds_its_text_files_and_skips_the_pdf(
+def test_ingest_a_folder_adds_every_file_of_a_supported_format(
     server: LiveServer, admin: httpx.Client, empty_kb: str, handbook_dir: Path, tmp_path: Path
 ) -> None:
     """The client needs only --url and --token: none of the server's settings are in its environment."""
@@ -176,12 +180,14 @@ def test_ingest_a_folder_adds_its_text_files_and_skips_the_pdf(
     )
 
     assert result.returncode == 0, result.stderr
-    assert "ingested 4 file(s)" in result.stdout
+    assert "ingested 6 file(s)" in result.stdout
     assert f"into {empty_kb}" in result.stdout
     documents, chunks, titles, _ = kb_state(admin, empty_kb)
-    assert documents == 4
-    assert chunks >= 4
-    assert titles == ["_index.md", "expenses.txt", "parking.md", "vacation.md"]
+    assert documents == 6
+    assert chunks >= 6
+    assert titles == [
+        "_index.md", "expenses.txt", "onboarding.docx", "parking.md", "security.pdf", "vacation.md"
+    ]  # fmt: skip
 
 
 def test_ingesting_the_same_folder_again_replaces_instead_of_duplicating(
@@ -204,16 +210,23 @@ def test_ingesting_the_same_folder_again_replaces_instead_of_duplicating(
     assert "forty euros" in text
 
 
-def test_ingest_refuses_a_pdf_named_explicitly_with_the_servers_reason(
-    server: LiveServer, empty_kb: str, handbook_dir: Path, tmp_path: Path
+def test_ingest_reports_each_refused_file_with_the_servers_reason_and_ingests_the_rest(
+    server: LiveServer, admin: httpx.Client, empty_kb: str, handbook_dir: Path, tmp_path: Path
 ) -> None:
+    (handbook_dir / "scan.pdf").write_bytes(image_pdf())
     result = run_ragwatch(
-        "ingest", str(handbook_dir / "manual.pdf"), "--kb", empty_kb, "--url", server.url, "--token", token(),
-        cwd=tmp_path,
+        "ingest", str(handbook_dir / "budget.xlsx"), str(handbook_dir), "--kb", empty_kb, "--url", server.url,
+        "--token", token(), cwd=tmp_path,
     )  # fmt: skip
 
     assert result.returncode == 1
-    assert "ragwatch: 415" in result.stderr
+    refused = sorted(result.stderr.splitlines())
+    assert len(refused) == 2
+    assert refused[0].startswith(f"ragwatch: {handbook_dir / 'budget.xlsx'}: 415 ")
+    assert refused[1].startswith(f"ragwatch: {handbook_dir / 'scan.pdf'}: 422 ")
+    assert "OCR" in refused[1]
+    assert "ingested 6 file(s)" in result.stdout
+    assert kb_state(admin, empty_kb)[0] == 6
 
 
 def test_ingest_of_a_missing_path_fails_in_one_line(server: LiveServer, empty_kb: str, tmp_path: Path) -> None:

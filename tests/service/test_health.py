@@ -47,16 +47,28 @@ def wait_for_status(client: httpx.Client, path: str, status: int, timeout_s: flo
         time.sleep(0.1)
 
 
+def wait_until_unchanged(directory: Path, quiet_s: float = 1.5, timeout_s: float = 30) -> None:
+    """Until no file under ``directory`` has changed for ``quiet_s``: the background maintenance that a write
+    starts has finished (moved away while it runs, a table would be written again where it was)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        newest = max((path.stat().st_mtime for path in directory.rglob("*") if path.is_file()), default=0.0)
+        if time.time() - newest >= quiet_s:
+            return
+        time.sleep(0.2)
+
+
 @pytest.mark.parametrize("broken", ["lancedb", "lancedb/chunks.lance", "lancedb/knowledge_bases.lance"])
 def test_readiness_turns_503_with_detail_when_lancedb_cannot_be_read(data_dir: Path, broken: str) -> None:
     """Take LanceDB (or one of its tables) away under a running server: readiness fails on lancedb only.
 
-    Moved away rather than deleted: a background index maintenance may still be writing into it.
+    Moved away rather than deleted, once the maintenance that the write started is over.
     """
     with live_server(make_settings(data_dir)) as server, server.client(auth()) as client:
         kb_id = client.post("/v1/knowledge-bases", json={"name": "kb"}).json()["id"]
         client.post(f"/v1/knowledge-bases/{kb_id}/documents", json={"title": "t", "text": "Some text."})
         assert client.get("/health/ready").status_code == 200
+        wait_until_unchanged(data_dir / "lancedb")
 
         (data_dir / broken).rename(data_dir / "taken-away")
         response = wait_for_status(client, "/health/ready", 503)

@@ -112,7 +112,11 @@ def test_the_ingest_route_takes_json_or_a_multipart_file(spec: JsonObject) -> No
     assert set(document["properties"]) == {"title", "text", "metadata", "id"}
     upload = body["content"]["multipart/form-data"]["schema"]
     assert upload["required"] == ["file"]
-    assert upload["properties"]["file"] == {"type": "string", "format": "binary", "description": ".txt or .md"}
+    assert upload["properties"]["file"] == {
+        "type": "string",
+        "format": "binary",
+        "description": "PDF, DOCX, HTML, Markdown or plain text (detected from the content)",
+    }
     assert set(upload["properties"]) == {"file", "title", "metadata", "id"}
 
 

@@ -9,10 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from service.chunking import Block
 from service.store import DocumentRecord, Store, new_id, now, sql_literal
 from tests.support import CRAFTED_IDS
 
 DIMENSIONS = 16
+
+
+def blocks(*texts: str) -> list[Block]:
+    return [Block(text) for text in texts]
 
 
 @pytest.mark.parametrize("value", ["a", "A1", "kb_0123456789abcdef0123", "doc-1.v2", "acme", "x" * 64, "9_._-"])
@@ -60,7 +65,7 @@ def vectors(count: int, seed: int) -> np.ndarray:
 
 async def test_lookups_with_malformed_ids_find_nothing_and_raise_nothing(store: Store) -> None:
     kb = await store.create_kb("acme", "handbook", "", "hashing")
-    await store.write_document("acme", kb.id, record("doc1", "hello", 1), ["hello harbour"], vectors(1, 0))
+    await store.write_document("acme", kb.id, record("doc1", "hello", 1), blocks("hello harbour"), vectors(1, 0))
 
     for crafted in CRAFTED_IDS:
         assert await store.get_kb("acme", crafted) is None
@@ -72,7 +77,7 @@ async def test_lookups_with_malformed_ids_find_nothing_and_raise_nothing(store: 
 
 async def test_every_read_is_scoped_to_the_tenant(store: Store) -> None:
     kb = await store.create_kb("acme", "handbook", "", "hashing")
-    await store.write_document("acme", kb.id, record("doc1", "hello", 1), ["hello harbour"], vectors(1, 0))
+    await store.write_document("acme", kb.id, record("doc1", "hello", 1), blocks("hello harbour"), vectors(1, 0))
 
     assert await store.get_kb("globex", kb.id) is None
     assert await store.list_kbs("globex") == []
@@ -97,7 +102,7 @@ async def test_hybrid_search_reads_vector_and_text_hits_from_one_version_while_a
 
     async def write(name: str) -> None:
         texts = versions[name]
-        await store.write_document("acme", kb.id, record("manual", name, len(texts)), texts, embedded[name])
+        await store.write_document("acme", kb.id, record("manual", name, len(texts)), blocks(*texts), embedded[name])
 
     await write("amber")
     done = asyncio.Event()
@@ -127,11 +132,11 @@ async def test_hybrid_search_reads_vector_and_text_hits_from_one_version_while_a
 async def test_counts_follow_writes_replacements_and_deletions(store: Store) -> None:
     kb = await store.create_kb("acme", "handbook", "", "hashing")
 
-    await store.write_document("acme", kb.id, record("a", "x", 3), ["a0", "a1", "a2"], vectors(3, 1))
-    await store.write_document("acme", kb.id, record("b", "y", 2), ["b0", "b1"], vectors(2, 2))
+    await store.write_document("acme", kb.id, record("a", "x", 3), blocks("a0", "a1", "a2"), vectors(3, 1))
+    await store.write_document("acme", kb.id, record("b", "y", 2), blocks("b0", "b1"), vectors(2, 2))
     assert await store.kb_counts("acme", kb.id) == (2, 5)
 
-    replaced = await store.write_document("acme", kb.id, record("a", "z", 1), ["a0 new"], vectors(1, 3))
+    replaced = await store.write_document("acme", kb.id, record("a", "z", 1), blocks("a0 new"), vectors(1, 3))
     assert replaced is True
     assert await store.kb_counts("acme", kb.id) == (2, 3)
 

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,11 @@ CALLER_TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 CALLER_SPAN_ID = "b7ad6b7169203331"
 
 
+LOOKUP_EVERY_TIME = {"RAGWATCH_READ_CONSISTENCY_S": "0"}
+"""Settings under which every request looks its knowledge base up in LanceDB (a ``select`` span): with the
+default, a lookup is remembered for the read-consistency interval and the next request within it has none."""
+
+
 def _chat(question: str = QUESTION, **fields: object) -> dict[str, object]:
     return {"question": question, **fields}
 
@@ -47,7 +53,7 @@ def _chat(question: str = QUESTION, **fields: object) -> dict[str, object]:
 
 
 def test_a_chat_request_is_one_trace_of_authentication_retrieval_and_answer(recorder: Recorder, serve: Serve) -> None:
-    with serve(recorder) as (_, client):
+    with serve(recorder, **LOOKUP_EVERY_TIME) as (_, client):
         kb_id = kb_with_handbook(client)
         reply = client.post("/v1/chat", json=_chat(kb_id=kb_id))
 
@@ -130,6 +136,20 @@ def test_a_chat_request_is_one_trace_of_authentication_retrieval_and_answer(reco
         "gen_ai.response.finish_reasons": ("stop",),
     }
     assert trace.children(answer) == []
+
+
+def test_a_knowledge_base_looked_up_within_the_read_consistency_interval_is_not_looked_up_again(
+    recorder: Recorder, serve: Serve
+) -> None:
+    with serve(recorder, RAGWATCH_READ_CONSISTENCY_S="1", RAGWATCH_CACHE_ANSWERS_ENABLED="false") as (_, client):
+        kb_id = kb_with_handbook(client)
+        time.sleep(1.1)  # whatever the upload remembered has gone stale
+        first = client.post("/v1/chat", json=_chat(kb_id=kb_id))
+        second = client.post("/v1/chat", json=_chat(kb_id=kb_id))
+
+    assert first.status_code == second.status_code == 200
+    assert "select knowledge_bases" in recorder.trace_of(first).child_names(recorder.trace_of(first).server)
+    assert "select knowledge_bases" not in recorder.trace_of(second).child_names(recorder.trace_of(second).server)
 
 
 def test_a_cached_answer_is_a_trace_of_authentication_and_rate_limit_with_the_hit_and_no_llm_call(
@@ -321,7 +341,7 @@ def test_an_llm_provider_error_is_an_error_chat_span_a_502_server_span_and_a_cou
     recorder: Recorder, serve: Serve, fake_openai: FakeOpenAI, stream: bool
 ) -> None:
     env = openai_env(fake_openai.base_url, RAGWATCH_EMBEDDER="hashing", RAGWATCH_LLM_MAX_RETRIES="0")
-    with serve(recorder, **env) as (_, client):
+    with serve(recorder, **env, **LOOKUP_EVERY_TIME) as (_, client):
         kb_id = kb_with_handbook(client)
         fake_openai.fail_next(status=500, path=CHAT)
         reply = client.post("/v1/chat", json=_chat(kb_id=kb_id, stream=stream))
@@ -439,7 +459,7 @@ def test_a_refused_token_is_still_one_trace_with_the_authenticate_span_in_error(
 
 
 def test_ingesting_a_document_traces_parsing_chunking_embedding_and_writing(recorder: Recorder, serve: Serve) -> None:
-    with serve(recorder, RAGWATCH_CHUNK_SIZE="200", RAGWATCH_CHUNK_OVERLAP="0") as (_, client):
+    with serve(recorder, RAGWATCH_CHUNK_SIZE="200", RAGWATCH_CHUNK_OVERLAP="0", **LOOKUP_EVERY_TIME) as (_, client):
         kb_id = kb_with_handbook(client)
         recorder.span_exporter.clear()
         created = client.post(documents_url(kb_id), json={"title": "Handbook", "text": HANDBOOK, "id": "handbook"})
