@@ -87,6 +87,8 @@ async def build(directory: Path, rows: int, ann_min_rows: int, seed: int) -> dic
             "metadata": ["{}"] * count,
             "created_at": ["2026-01-01T00:00:00.000+00:00"] * count,
             "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors[start:stop].ravel()), DIMENSIONS),
+            "page": [None] * count,
+            "section": [None] * count,
         }
         await store._chunks.add(pa.Table.from_pydict(columns, schema=schema))
     written = time.perf_counter()

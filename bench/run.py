@@ -1,6 +1,7 @@
 """``python -m bench.run``: the whole benchmark, one command, under ten minutes on two cores.
 
-Phases, in order: retrieval (10,000 and 100,000 chunks), ingestion, then the HTTP fleet (ceilings, cached
+Phases, in order: retrieval (10,000 and 100,000 chunks), ingestion, uploads over HTTP (abstracts into an empty
+and a loaded store, a 100-page PDF), then the HTTP fleet (ceilings, cached
 and uncached chat with telemetry on and off, fixed-rate latency, Redis cost, the memory soak). Writes
 ``bench/results/latest.json``, ``latest.md`` and ``latest.png``. ``--quick`` is a short smoke run of every
 phase (about 40 seconds) to check that the harness works; its numbers are not meant to be read.
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import figures as assemble
+from bench import uploads
 from bench.fleet import Fleet
 from bench.http_phases import (
     Options,
@@ -57,6 +59,9 @@ class Profile:
     redis_requests: int
     redis_rate: float
     redis_iterations: int
+    upload_documents: int
+    preload_chunks: int
+    pdf_pages: int
 
 
 def profile(quick: bool, args: argparse.Namespace) -> Profile:
@@ -84,6 +89,9 @@ def profile(quick: bool, args: argparse.Namespace) -> Profile:
             redis_requests=200,
             redis_rate=400,
             redis_iterations=300,
+            upload_documents=100,
+            preload_chunks=5_000,
+            pdf_pages=20,
         )
     else:
         http = Options(
@@ -108,6 +116,9 @@ def profile(quick: bool, args: argparse.Namespace) -> Profile:
             redis_requests=1_000,
             redis_rate=400,
             redis_iterations=3_000,
+            upload_documents=1_000,
+            preload_chunks=50_000,
+            pdf_pages=100,
         )
     if args.retrieval_sizes:
         chosen.retrieval_sizes = args.retrieval_sizes
@@ -160,6 +171,15 @@ def ingestion_phase(prof: Profile, work: Path) -> dict[str, Any]:
     result: dict[str, Any] = json.loads(out.read_text())
     result["chunks_per_document_batched"] = PER_DOCUMENT
     return result
+
+
+def uploads_phase(prof: Profile, work: Path) -> dict[str, Any]:
+    print(
+        f"  {prof.upload_documents:,} abstracts by {uploads.CLIENTS} clients, empty store and with "
+        f"{prof.preload_chunks:,} chunks stored; a {prof.pdf_pages}-page PDF",
+        flush=True,
+    )
+    return uploads.measure(work, prof.upload_documents, prof.preload_chunks, prof.pdf_pages)
 
 
 def redis_latency(fleet: Fleet, prof: Profile, work: Path) -> dict[str, Any]:
@@ -341,9 +361,13 @@ def main(argv: list[str] | None = None) -> int:
     def ingestion() -> None:
         results["ingestion"] = ingestion_phase(prof, work)
 
+    def uploading() -> None:
+        results["uploads"] = uploads_phase(prof, work)
+
     try:
         timed("retrieval", retrieval)
         timed("ingestion", ingestion)
+        timed("uploads", uploading)
         timed("http", lambda: http_phases(prof, work, results))
     finally:
         if not args.keep_work:
