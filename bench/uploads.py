@@ -12,7 +12,6 @@ only once the commit holding the document has returned.
 
 from __future__ import annotations
 
-import itertools
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -122,18 +121,22 @@ def pdf_to_searchable(server: Server, pages: int) -> dict[str, Any]:
             for n in range(40)
         ]
 
-    content = text_pdf([lines(page) for page in range(1, pages + 1)])
+    last = [*lines(pages), "The closing remarks thank the harbour pilots of Valparaiso."]
+    content = text_pdf([lines(page) for page in range(1, pages)] + [last])
     with _client(server, "pdf") as client:
         kb_id = _kb(client, "pdf")
         started = time.perf_counter()
         reply = client.post(f"/v1/knowledge-bases/{kb_id}/documents", files={"file": ("manual.pdf", content)})
         reply.raise_for_status()
         uploaded = time.perf_counter() - started
-        query = {"query": f"report covers item {pages * 100 + 39}", "top_k": 1}
-        for _ in itertools.count():
-            found = client.post(f"/v1/knowledge-bases/{kb_id}/search", json=query).json()["results"]
-            if found and found[0].get("page") == pages:
+        query = {"query": "harbour pilots of Valparaiso", "top_k": 1}
+        deadline = time.monotonic() + 120
+        while True:
+            found = client.post(f"/v1/knowledge-bases/{kb_id}/search", json=query).raise_for_status().json()
+            if found["results"] and found["results"][0].get("page") == pages:
                 break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the last page of the PDF was not found by search: {found}")
             time.sleep(0.01)
         searchable = time.perf_counter() - started
     return {
