@@ -1,4 +1,4 @@
-"""``python -m bench.run``: the whole benchmark, one command, under ten minutes on two cores.
+"""``python -m bench.run``: the whole benchmark, one command, about twelve minutes on two cores.
 
 Phases, in order: retrieval (10,000 and 100,000 chunks), ingestion, uploads over HTTP (abstracts into an empty
 and a loaded store, a 100-page PDF), then the HTTP fleet (ceilings, cached
