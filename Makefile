@@ -16,7 +16,7 @@ UV := .tools/uv/bin/uv
 # uv installs exactly what uv.lock pins, with the Python the Makefile found, and never downloads a Python.
 SYNC := UV_PYTHON=$(PYTHON) UV_PYTHON_DOWNLOADS=never $(UV) sync --frozen --extra dev
 
-.PHONY: run test test-fast lint fmt lock system-deps clean stack bench
+.PHONY: run test test-fast lint fmt lock system-deps clean stack bench eval eval-tune
 
 $(UV):
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is required"; exit 1; }
@@ -75,11 +75,22 @@ stack:
 	@echo "Alertmanager   http://127.0.0.1:9093"
 	@echo "ragwatch API   http://127.0.0.1:8000   (token: docker compose exec api ragwatch token --tenant demo --user dev --role admin)"
 
-## bench: the benchmark (2 cores, under 10 minutes): bench/results/latest.{json,md,png}; BENCH_ARGS=--quick for a smoke run
+## bench: the benchmark (2 cores, about 12 minutes): bench/results/latest.{json,md,png}; BENCH_ARGS=--quick for a smoke run
 bench: $(STAMP)
 	@bash tests/ensure-system-deps.sh $(BENCH_PROGRAMS)
 	$(SYNC) --extra bench
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+## eval: retrieval quality on a BEIR dataset through the service (DATASET=folder, default SciFact beside the clone)
+DATASET ?= ../shared/datasets/scifact
+eval: $(STAMP)
+	@test -f $(DATASET)/queries.jsonl || { echo "make eval: no BEIR dataset at $(DATASET). Get one from https://github.com/beir-cellar/beir (SciFact: https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/scifact.zip), unzip it and run: make eval DATASET=path/to/scifact"; exit 2; }
+	$(SYNC) --extra bench
+	$(BIN)/python -m bench.eval $(DATASET) $(EVAL_ARGS)
+
+## eval-tune: choose RAGWATCH_LEXICAL_WEIGHT on the dataset's train queries (never the test ones)
+eval-tune:
+	$(MAKE) eval EVAL_ARGS="--tune $(EVAL_ARGS)"
 
 ## system-deps: Debian packages the tests run for real
 system-deps:

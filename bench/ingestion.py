@@ -1,14 +1,14 @@
 """Ingestion: chunks per second through the service's own ingest path, batched and one row at a time.
 
 Runs in its own process pinned to the server core (``python -m bench.ingestion``). It builds the service's
-object graph with its composition root (:func:`service.container.build_container`), with the offline hashing
-embedder, telemetry off, the in-process cache and LanceDB in a fresh directory, and calls
+object graph with its composition root (:func:`service.container.build_container`), with the offline default
+embedder (WordLlama), telemetry off, the in-process cache and LanceDB in a fresh directory, and calls
 :meth:`Documents.write` as the documents route does once the upload is parsed (chunk, embed, one
 ``merge_insert`` per document, cache invalidation).
 
 - *batched*: documents of 100 paragraphs, so each write carries 100 rows;
 - *one row at a time*: documents of one paragraph, so each write carries one row;
-- *embedder alone*: the hashing embedder over the same chunk texts, with no write, to show how the time
+- *embedder alone*: the same embedder over the same chunk texts, with no write, to show how the time
   splits between embedding and LanceDB.
 """
 
@@ -28,7 +28,6 @@ from service.config import load_settings
 from service.container import build_container
 from service.documents import NewDocument
 from service.models import KnowledgeBaseCreate
-from service.providers.offline import HashingEmbedder
 from telemetry import disabled_telemetry
 
 PER_DOCUMENT = 100
@@ -45,7 +44,6 @@ async def measure(directory: Path, batched_documents: int, single_rows: int) -> 
     container = build_container(settings, telemetry=disabled_telemetry())
     await container.start()
     service = container.documents
-    embedder = HashingEmbedder(settings.providers.embedding_dimensions)
     principal = Principal(tenant_id="bench", user_id="ingest", roles=frozenset({ADMIN, MEMBER}))
     kb = await container.knowledge_bases.create(principal, KnowledgeBaseCreate(name="ingestion"))
     corpus = Corpus(seed=23)
@@ -74,7 +72,7 @@ async def measure(directory: Path, batched_documents: int, single_rows: int) -> 
 
     texts = [piece for text in documents for piece in chunk_text(text, rag.chunk_size, rag.chunk_overlap)]
     started = time.perf_counter()
-    embedder.embed_sync(texts)
+    await container.providers.embedder.embed(texts)
     embed_s = time.perf_counter() - started
     await container.aclose()
     return {

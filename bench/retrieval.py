@@ -30,7 +30,7 @@ import pyarrow as pa
 
 from bench.corpus import Corpus
 from bench.stats import percentiles_ms
-from service.chat import reciprocal_rank_fusion
+from service.chat import weighted_fusion
 from service.store import Store
 from service.store.search import text_search, vector_search
 from service.store.tables import chunk_schema
@@ -146,7 +146,7 @@ async def query(directory: Path, queries: int, seed: int) -> dict[str, Any]:
             started = time.perf_counter()
             vector_hits, text_hits = await store.hybrid_search(tenant, KB, probe, text, CANDIDATES)
             relevant = [hit for hit in vector_hits if hit.score >= MIN_SIMILARITY]
-            reciprocal_rank_fusion([relevant, text_hits], 5)
+            weighted_fusion(relevant, text_hits, 0.7, 5)
             timings["hybrid"].append(time.perf_counter() - started)
             started = time.perf_counter()
             scores = matrix @ probe

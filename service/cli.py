@@ -9,7 +9,7 @@ import mimetypes
 import os
 import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, helptext in (
         ("ingest", "ingest PDF, DOCX, HTML, Markdown and text files or folders"),
         ("ask", "ask a question"),
+        ("reindex", "embed a knowledge base again with the server's embedder (after switching embedders)"),
     ):
         sub = commands.add_parser(name, help=helptext)
         sub.add_argument("--kb", required=True, help="knowledge base id")
@@ -70,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command in ("ingest", "ask") and args.token:
+    if args.command in CLIENT_COMMANDS and args.token:
         # A client given --token may talk to a remote server: it needs none of the server's settings.
         return _run_client(None, args)
     try:
@@ -93,7 +94,7 @@ def _run_client(settings: Settings | None, args: argparse.Namespace) -> int:
         return 2
     try:
         with client:
-            return _ingest(client, args) if args.command == "ingest" else _ask(client, args)
+            return CLIENT_COMMANDS[args.command](client, args)
     except ApiError as exc:
         print(f"ragwatch: {exc}", file=sys.stderr)
         return 1
@@ -269,6 +270,24 @@ def _ask(client: httpx.Client, args: argparse.Namespace) -> int:
                 elif event == "error":
                     raise ApiError(f"{data['status']} {data['title']}: {data['detail']}")
     return 0
+
+
+def _reindex(client: httpx.Client, args: argparse.Namespace) -> int:
+    done = _check(client.post(f"/v1/knowledge-bases/{args.kb}/reindex", timeout=None)).json()
+    if done["chunks"]:
+        print(
+            f"{done['chunks']} chunks embedded again: {done['previous_embedding_model']} -> {done['embedding_model']}"
+        )
+    else:
+        print(f"already embedded with {done['embedding_model']}: nothing to do")
+    return 0
+
+
+CLIENT_COMMANDS: dict[str, Callable[[httpx.Client, argparse.Namespace], int]] = {
+    "ingest": _ingest,
+    "ask": _ask,
+    "reindex": _reindex,
+}
 
 
 def _print_citations(citations: list[dict[str, Any]], trace_id: str) -> None:

@@ -25,8 +25,9 @@ from service.embeddings import Embeddings
 from service.knowledge_bases import KnowledgeBases
 from service.limits import RateLimiter, load_overrides
 from service.pricing import load_prices
-from service.providers import Providers, build_providers
+from service.providers import Providers, build_providers, min_similarity
 from service.readiness import ReadinessChecks
+from service.reindexing import Reindexing
 from service.search import Search
 from service.shared.state import SharedState, open_shared_state
 from service.store import Store
@@ -54,6 +55,9 @@ class Container:
     documents: Documents
     chat: Chat
     search: Search
+    reindexing: Reindexing
+    retriever: Retriever
+    """What chat and search retrieve with (``make eval-tune`` reads its candidates)."""
     readiness: ReadinessChecks
     owns_telemetry: bool
     """Whether :meth:`aclose` shuts the telemetry down (it was built here rather than handed in)."""
@@ -78,6 +82,7 @@ class Container:
         )
         try:
             await self.store.open()
+            await self.providers.start()
             self.shared.start()
             self._monitor = asyncio.get_running_loop().create_task(self.readiness.monitor())
         except BaseException:
@@ -134,9 +139,11 @@ def build_container(
     embeddings = Embeddings(chosen.embedder, observed, prices)
     knowledge_bases = KnowledgeBases(store, cache, embeddings.model, fresh_for_s=settings.storage.read_consistency_s)
     rag = settings.rag
-    retriever = Retriever(store, embeddings, cache, observed, min_similarity=rag.min_similarity)
+    retriever = Retriever(
+        store, embeddings, cache, observed, min_similarity=min_similarity(settings), lexical_weight=rag.lexical_weight
+    )
     answering = Answering(
-        chosen.answerer, cache, observed, prices, embedding_model=embeddings.model, min_similarity=rag.min_similarity
+        chosen.answerer, cache, observed, prices, embedding_model=embeddings.model, retrieval=retriever.version
     )
     return Container(
         settings=settings,
@@ -159,6 +166,8 @@ def build_container(
         ),
         chat=Chat(knowledge_bases, retriever, answering, default_top_k=rag.default_top_k),
         search=Search(knowledge_bases, retriever, default_top_k=rag.default_top_k),
+        reindexing=Reindexing(knowledge_bases, store, embeddings, cache, observed),
+        retriever=retriever,
         readiness=ReadinessChecks(store, shared, settings, observed),
         owns_telemetry=owns_telemetry,
     )

@@ -71,7 +71,8 @@ class KnowledgeBases:
         if record.embedding_model != self._embedding_model:
             raise Conflict(
                 f"Knowledge base {kb_id!r} was embedded with {record.embedding_model!r}, but the service now "
-                f"uses {self._embedding_model!r}; re-create it and ingest its documents again."
+                f"uses {self._embedding_model!r}; re-index it (POST /v1/knowledge-bases/{kb_id}/reindex, or "
+                f"`ragwatch reindex --kb {kb_id}`)."
             )
         return record
 
@@ -86,12 +87,15 @@ class KnowledgeBases:
     async def delete(self, principal: Principal, kb_id: str) -> None:
         """Delete the knowledge base and its documents; its cached answers go stale at once."""
         await self.get(principal, kb_id)
-        if self._found is not None:
-            self._found.pop((principal.tenant_id, kb_id), None)
+        self.forget(principal.tenant_id, kb_id)
         await self._store.delete_kb(principal.tenant_id, kb_id)
-        if self._found is not None:
-            self._found.pop((principal.tenant_id, kb_id), None)
+        self.forget(principal.tenant_id, kb_id)
         await self._cache.invalidate(principal.tenant_id, kb_id)
+
+    def forget(self, tenant_id: str, kb_id: str) -> None:
+        """Look the knowledge base up again on its next use (it was deleted or changed by this process)."""
+        if self._found is not None:
+            self._found.pop((tenant_id, kb_id), None)
 
 
 def _public(record: KnowledgeBaseRecord) -> KnowledgeBase:

@@ -21,6 +21,7 @@ __all__ = [
     "Passage",
     "Problem",
     "Readiness",
+    "Reindexed",
     "SearchRequest",
     "SearchResults",
     "Usage",
@@ -44,6 +45,15 @@ class KnowledgeBase(msgspec.Struct):
     name: str
     description: str
     created_at: str
+
+
+class Reindexed(msgspec.Struct):
+    kb_id: str
+    embedding_model: str
+    """The embedder every chunk is embedded with now."""
+    previous_embedding_model: str
+    chunks: int
+    """Chunks embedded again (0 when the knowledge base already used the current embedder)."""
 
 
 class KnowledgeBaseDetail(KnowledgeBase):
@@ -92,12 +102,14 @@ class Passage(msgspec.Struct, frozen=True, omit_defaults=True):
     chunk_id: str
     title: str
     score: float
-    """Cosine similarity from vector search, BM25 from full-text search; after fusion, 0..1 (1: first in both)."""
+    """Cosine similarity from vector search, BM25 from full-text search; after fusion, 0..1 (1: best in both)."""
     text: str
     page: int | None = None
     """The PDF page the chunk is on (from 1); absent for formats without pages."""
     section: str | None = None
     """The headings above the chunk, outermost first (``"Install > Linux"``); absent where there are none."""
+    created_at: str | None = None
+    """When this version of the document was written (ISO 8601): the answerer prefers newer documents."""
 
 
 class Usage(msgspec.Struct):

@@ -87,11 +87,14 @@ GENEROUS_LIMITS = {
     "RAGWATCH_RATE_LIMIT_TENANT_PER_HOUR": "1000000",
 }
 """Limits every test stays under: the limiter runs on every request, and its own tests set small ones."""
+TEST_EMBEDDER = {"RAGWATCH_EMBEDDER": "hashing"}
+"""The embedder of every test that names none: the hashing embedder, whose vectors depend on shared words only,
+so what a test retrieves follows from its own text. The default (WordLlama) has tests of its own."""
 
 
 def make_settings(data_dir: Path, **env: str) -> Settings:
     """Settings as the service would read them from an environment holding ``env``."""
-    base = {"RAGWATCH_DATA_DIR": str(data_dir), "RAGWATCH_JWT_SECRET": JWT_SECRET, **GENEROUS_LIMITS}
+    base = {"RAGWATCH_DATA_DIR": str(data_dir), "RAGWATCH_JWT_SECRET": JWT_SECRET, **GENEROUS_LIMITS, **TEST_EMBEDDER}
     return load_settings({**base, **env})
 
 
@@ -299,6 +302,7 @@ def start_serving(data_dir: Path, *args: str, log_file: Path | None = None, **en
         "RAGWATCH_DATA_DIR": str(data_dir),
         "RAGWATCH_JWT_SECRET": JWT_SECRET,
         "RAGWATCH_PORT": str(port),
+        **TEST_EMBEDDER,
         **env,
     }
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ from service.api.documents import DocumentController
 from service.api.health import live, ready
 from service.api.knowledge_bases import KnowledgeBaseController
 from service.api.metrics import metrics
+from service.api.reindex import reindex
 from service.api.search import search
 
-__all__ = ["DocumentController", "KnowledgeBaseController", "chat", "live", "metrics", "ready", "search"]
+__all__ = ["DocumentController", "KnowledgeBaseController", "chat", "live", "metrics", "ready", "reindex", "search"]

@@ -34,14 +34,15 @@ class Answering:
         prices: PriceTable,
         *,
         embedding_model: str,
-        min_similarity: float,
+        retrieval: str,
     ) -> None:
+        """``retrieval``: what decides the passages besides the question (:attr:`Retriever.version`)."""
         self._answerer = answerer
         self._cache = cache
         self._telemetry = telemetry
         self._prices = prices
         self._embedding_model = embedding_model
-        self._min_similarity = min_similarity
+        self._retrieval = retrieval
         self._flights: SingleFlight[AnswerRecord] = SingleFlight()
         telemetry.instruments.declare_model("chat", answerer.provider, answerer.model)
 
@@ -69,7 +70,7 @@ class Answering:
             self._embedding_model,
             f"{answerer.provider}/{answerer.model}/{answerer.version}",
             PROMPT_VERSION,
-            str(self._min_similarity),
+            self._retrieval,
         ]
 
     async def generation(self, lookup: Lookup) -> str | None:

@@ -1,9 +1,10 @@
 """Retrieval: the passages of a knowledge base that answer a question.
 
 From the retrieval cache when the knowledge base has not changed; else the question is embedded (through
-the embeddings cache), searched by vector and by full text on the same table version, and the two rankings
-are fused by reciprocal rank. Vector hits less similar than ``RAGWATCH_MIN_SIMILARITY`` are dropped first, so
-an off-topic question finds nothing rather than the least unrelated passages.
+the embeddings cache), searched by vector and by full text on the same table version, and the two scores
+are fused by a weighted sum (:mod:`service.chat.fusion`). Vector hits less similar than
+``RAGWATCH_MIN_SIMILARITY`` are dropped first, so an off-topic question finds nothing rather than the least
+unrelated passages.
 """
 
 from __future__ import annotations
@@ -14,14 +15,18 @@ import msgspec
 import numpy as np
 
 from service.cache import Cache, normalize_question
-from service.chat.fusion import reciprocal_rank_fusion
+from service.chat.fusion import FUSION, weighted_fusion
 from service.embeddings import Embeddings
 from service.models import Passage
 from service.providers.base import Vectors
 from service.store import Store
 from telemetry import Telemetry, stage
 
-__all__ = ["Retriever"]
+__all__ = ["MIN_CANDIDATES", "Retriever"]
+
+MIN_CANDIDATES = 30
+"""Candidates each search returns at least (three per passage asked for, when more): min-max normalisation
+needs enough of them for the scores of the worst to mean "unrelated"."""
 
 _encode_passages = msgspec.msgpack.Encoder().encode
 _decode_passages = msgspec.msgpack.Decoder(list[Passage]).decode
@@ -29,13 +34,23 @@ _decode_passages = msgspec.msgpack.Decoder(list[Passage]).decode
 
 class Retriever:
     def __init__(
-        self, store: Store, embeddings: Embeddings, cache: Cache, telemetry: Telemetry, *, min_similarity: float
+        self,
+        store: Store,
+        embeddings: Embeddings,
+        cache: Cache,
+        telemetry: Telemetry,
+        *,
+        min_similarity: float,
+        lexical_weight: float,
     ) -> None:
         self._store = store
         self._embeddings = embeddings
         self._cache = cache
         self._telemetry = telemetry
         self._min_similarity = min_similarity
+        self._lexical_weight = lexical_weight
+        self.version = f"{embeddings.model}/{min_similarity}/{FUSION}/{lexical_weight}"
+        """What decides the passages found besides the question and ``top_k``: part of every cache key over them."""
 
     async def retrieve(
         self, tenant_id: str, kb_id: str, question: str, top_k: int, generation: str | None
@@ -46,7 +61,7 @@ class Retriever:
         """
         started = time.perf_counter()
         with stage(self._telemetry, "rag.retrieve", **{"rag.top_k": top_k}) as span:
-            parts = [normalize_question(question), str(top_k), self._embeddings.model, str(self._min_similarity)]
+            parts = [normalize_question(question), str(top_k), self.version]
             lookup = await self._cache.lookup("retrieval", tenant_id, parts, kb_id=kb_id, generation=generation)
             if lookup.value is not None:
                 passages = _decode_passages(lookup.value)
@@ -61,12 +76,19 @@ class Retriever:
         return passages
 
     async def _search(self, tenant_id: str, kb_id: str, question: str, top_k: int) -> list[Passage]:
-        vector = await self._embed_question(tenant_id, question)
-        candidates = min(top_k * 3, 100)
-        vector_hits, text_hits = await self._store.hybrid_search(tenant_id, kb_id, vector, question, candidates)
+        vector_hits, text_hits = await self.candidates(tenant_id, kb_id, question, top_k)
         with stage(self._telemetry, "rag.fusion"):
-            relevant = [hit for hit in vector_hits if hit.score >= self._min_similarity]
-            return reciprocal_rank_fusion([relevant, text_hits], top_k)
+            return weighted_fusion(vector_hits, text_hits, self._lexical_weight, top_k)
+
+    async def candidates(
+        self, tenant_id: str, kb_id: str, question: str, top_k: int
+    ) -> tuple[list[Passage], list[Passage]]:
+        """What fusion chooses ``top_k`` passages from: the vector hits at least ``min_similarity`` alike, and
+        the full-text hits (also what ``make eval-tune`` fuses with each weight it tries)."""
+        vector = await self._embed_question(tenant_id, question)
+        candidates = max(top_k * 3, MIN_CANDIDATES)
+        vector_hits, text_hits = await self._store.hybrid_search(tenant_id, kb_id, vector, question, candidates)
+        return [hit for hit in vector_hits if hit.score >= self._min_similarity], text_hits
 
     async def _embed_question(self, tenant_id: str, question: str) -> Vectors:
         embeddings = self._embeddings

@@ -8,7 +8,7 @@ import msgspec
 
 from service.auth import Principal
 from service.cache import Cache
-from service.chunking import Block, chunk_blocks
+from service.chunking import Block, chunk_blocks, embedding_text
 from service.config import RagSettings
 from service.documents.submissions import JsonSubmission, NewDocument, Submission, parse_json
 from service.documents.uploads import Uploads
@@ -63,7 +63,8 @@ class Documents:
         if not chunks:
             raise BadRequest("The document has no text to index.")
         with stage(self._telemetry, "ingest.embed", **{"rag.chunks": len(chunks)}):
-            vectors = await self._embeddings.embed_all([chunk.text for chunk in chunks], principal.tenant_id)
+            texts = [embedding_text(document.title, chunk) for chunk in chunks]
+            vectors = await self._embeddings.embed_all(texts, principal.tenant_id)
         record = DocumentRecord(
             document_id=document.document_id or new_id("doc"),
             title=document.title,

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
 from service.config import Settings
 from service.providers.base import PROMPT_VERSION, Answer, Answerer, AnswerStream, Embedder, Passage
-from service.providers.offline import NO_ANSWER, ExtractiveAnswerer, HashingEmbedder
+from service.providers.extractive import NO_ANSWER, ExtractiveAnswerer
+from service.providers.offline import HashingEmbedder
 from service.providers.openai import OpenAIAnswerer, OpenAIEmbedder
+from service.providers.wordllama import WORDLLAMA_WIDTH, WordLlamaEmbedder
 from telemetry import Telemetry
 from telemetry.http import instrument_http_client
 
 __all__ = [
+    "DEFAULT_WIDTH",
     "NO_ANSWER",
     "PROMPT_VERSION",
     "Answer",
@@ -23,7 +27,19 @@ __all__ = [
     "Passage",
     "Providers",
     "build_providers",
+    "min_similarity",
 ]
+
+DEFAULT_WIDTH = 384
+"""The vector width of the hashing embedder and the one asked of OpenAI's models, unless set otherwise."""
+_MIN_SIMILARITY = {"wordllama": 0.3}
+"""Each embedder's default ``RAGWATCH_MIN_SIMILARITY``; 0.2 for the others (see the setting)."""
+
+
+def min_similarity(settings: Settings) -> float:
+    """``RAGWATCH_MIN_SIMILARITY``, or the chosen embedder's default."""
+    chosen = settings.rag.min_similarity
+    return chosen if chosen is not None else _MIN_SIMILARITY.get(settings.providers.embedder, 0.2)
 
 
 @dataclass
@@ -32,6 +48,11 @@ class Providers:
     answerer: Answerer
     client: AsyncOpenAI | None
     """The shared ``openai`` client, when a provider uses it; closed at shutdown."""
+
+    async def start(self) -> None:
+        """Load what the providers load from disk (the WordLlama model), off the event loop."""
+        if isinstance(self.embedder, WordLlamaEmbedder):
+            await asyncio.to_thread(self.embedder.load)
 
     async def aclose(self) -> None:
         if self.client is not None:
@@ -42,15 +63,20 @@ def build_providers(settings: Settings, telemetry: Telemetry | None = None) -> P
     """The providers the settings choose; with ``telemetry``, calls to an OpenAI-compatible API are traced."""
     chosen = settings.providers
     client = _openai_client(settings, telemetry) if "openai" in (chosen.embedder, chosen.llm) else None
-    embedder: Embedder = (
-        OpenAIEmbedder(client, chosen.embedding_model, chosen.embedding_dimensions)
-        if client is not None and chosen.embedder == "openai"
-        else HashingEmbedder(chosen.embedding_dimensions)
-    )
+    width = chosen.embedding_dimensions
+    embedder: Embedder
+    if client is not None and chosen.embedder == "openai":
+        embedder = OpenAIEmbedder(client, chosen.embedding_model, width or DEFAULT_WIDTH)
+    elif chosen.embedder == "hashing":
+        embedder = HashingEmbedder(width or DEFAULT_WIDTH)
+    else:
+        embedder = WordLlamaEmbedder(width or WORDLLAMA_WIDTH)
     answerer: Answerer = (
         OpenAIAnswerer(client, chosen.llm_model, chosen.llm_max_output_tokens)
         if client is not None and chosen.llm == "openai"
-        else ExtractiveAnswerer()
+        else ExtractiveAnswerer(
+            embedder.embed_sync if isinstance(embedder, WordLlamaEmbedder | HashingEmbedder) else None
+        )
     )
     return Providers(embedder=embedder, answerer=answerer, client=client)
 

@@ -10,13 +10,14 @@ chunks with new ones.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import lancedb
 import msgspec
+import numpy as np
 import pyarrow as pa
 
 from service.chunking import Block
@@ -38,6 +39,10 @@ from service.store.writes import DocumentWrite, GroupCommit, commit_documents
 from telemetry import Telemetry, db_query, disabled_telemetry
 
 __all__ = ["Store"]
+
+
+REEMBED_BATCH = 1024
+"""Chunks re-embedded and written per commit by :meth:`Store.reembed`."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,7 @@ class Store:
         self._telemetry = telemetry or disabled_telemetry()
         self._tables: _Tables | None = None
         self._pinned: tuple[int, Any] | None = None
+        self._padding = 0
 
     async def open(self) -> Store:
         """Connect and open (creating if needed) the tables; the vector width must match ``dimensions``."""
@@ -85,12 +91,15 @@ class Store:
             chunks = await db.create_table("chunks", schema=chunk_schema(self._dimensions), exist_ok=True)
         schema = await chunks.schema()
         width = schema.field("vector").type.list_size
-        if width != self._dimensions:
+        if width < self._dimensions:
             db.close()  # type: ignore[no-untyped-call]
             raise RuntimeError(
                 f"RAGWATCH_EMBEDDING_DIMENSIONS: the chunks table at {self._uri!r} holds {width}-wide vectors, "
-                f"not {self._dimensions}; use another RAGWATCH_DATA_DIR or the original width"
+                f"narrower than {self._dimensions}; use another RAGWATCH_DATA_DIR or at most {width} dimensions"
             )
+        # Narrower vectors are stored zero-padded to the table's width: cosine similarity is unchanged, so a
+        # store created for one embedder keeps serving after a switch to a narrower one (and its re-index).
+        self._padding = width - self._dimensions
         maintenance = IndexMaintenance(chunks, self._ann_index_min_rows)
         await maintenance.add_missing_columns(LOCATION_FIELDS)
         await maintenance.ensure_indexes()
@@ -170,6 +179,30 @@ class Store:
         await self._kbs.delete(kb_filter(tenant_id, kb_id, column="id"))
         await self._chunks.delete(kb_filter(tenant_id, kb_id))
 
+    async def reembed(
+        self, tenant_id: str, kb_id: str, embed: Callable[[list[Block], list[str]], Awaitable[Vectors]], model: str
+    ) -> int:
+        """Give every chunk of a knowledge base the vector ``embed`` makes of it (its text, page and section, and
+        its document's title), then record ``model`` as the knowledge base's embedder; the number of chunks.
+
+        In batches of :data:`REEMBED_BATCH` chunks, one commit each. Interrupted, the knowledge base still names
+        its old embedder (so it keeps answering 409) and running this again finishes the work.
+        """
+        chunks = await self._chunks.query().where(kb_filter(tenant_id, kb_id)).to_arrow()
+        vector_type = chunks.schema.field("vector").type
+        for start in range(0, chunks.num_rows, REEMBED_BATCH):
+            batch = chunks.slice(start, REEMBED_BATCH)
+            rows = batch.select(["text", "page", "section", "title"]).to_pylist()
+            blocks = [Block(row["text"], row["page"], row["section"]) for row in rows]
+            vectors = self._padded(await embed(blocks, [row["title"] for row in rows]))
+            column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), type=pa.float32()), type=vector_type)
+            batch = batch.set_column(batch.schema.get_field_index("vector"), "vector", column)
+            with db_query(self._telemetry, "merge_insert", "chunks") as result:
+                await self._chunks.merge_insert("chunk_id").when_matched_update_all().execute(batch)
+                result.rows = batch.num_rows
+        await self._kbs.update({"embedding_model": model}, where=kb_filter(tenant_id, kb_id, column="id"))
+        return int(chunks.num_rows)
+
     # --- documents -----------------------------------------------------------------------------------------
 
     async def write_document(
@@ -184,8 +217,16 @@ class Store:
 
         Returns once the commit holding the document has returned; concurrent writes share commits.
         """
-        rows = chunk_rows(tenant_id, kb_id, document, chunks, vectors, schema=self._opened.schema)
+        rows = chunk_rows(tenant_id, kb_id, document, chunks, self._padded(vectors), schema=self._opened.schema)
         return await self._opened.writer.write(DocumentWrite(tenant_id, kb_id, document.document_id, rows))
+
+    def _padded(self, vectors: Vectors) -> Vectors:
+        """``vectors`` (one or a matrix of rows) widened with zeros to the table's width."""
+        if not self._padding:
+            return vectors
+        widths = [(0, 0)] * (vectors.ndim - 1) + [(0, self._padding)]
+        padded: Vectors = np.pad(vectors, widths)
+        return padded
 
     async def _commit(self, writes: list[DocumentWrite]) -> list[bool]:
         replaced = await commit_documents(self._chunks, writes, self._telemetry)
@@ -234,6 +275,7 @@ class Store:
         them can never cite old and new chunks of one document side by side.
         """
         chunks_table = await self._snapshot()
+        vector = self._padded(vector)
         vector_hits, text_hits = await asyncio.gather(
             self._query("vector_search", vector_search(chunks_table, tenant_id, kb_id, vector, k), k),
             self._query("full_text_search", text_search(chunks_table, tenant_id, kb_id, query, k), k),

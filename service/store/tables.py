@@ -42,7 +42,7 @@ KB_SCHEMA = pa.schema(
     ]
 )
 DOCUMENT_COLUMNS = ["document_id", "title", "chunk_count", "document_bytes", "metadata", "created_at"]
-HIT_COLUMNS = ["document_id", "chunk_id", "title", "text", "page", "section"]
+HIT_COLUMNS = ["document_id", "chunk_id", "title", "text", "page", "section", "created_at"]
 LOCATION_FIELDS = [pa.field("page", pa.int32()), pa.field("section", pa.string())]
 """Columns added after the first release: a table created before them gets them (null) when opened."""
 

@@ -24,7 +24,7 @@ import pyarrow as pa
 from service.store.filters import document_filter, kb_filter, sql_literal
 from telemetry import Telemetry, db_query
 
-__all__ = ["DocumentWrite", "GroupCommit", "commit_documents"]
+__all__ = ["DocumentWrite", "GroupCommit", "commit_documents", "is_write_contention"]
 
 WRITE_ATTEMPTS = 5
 
@@ -108,11 +108,22 @@ async def _committed(telemetry: Telemetry, rows: int, commit: Callable[[], Await
                 outcome = await commit()
                 result.rows = rows
             return outcome
-        except RuntimeError as exc:  # lance reports commit conflicts as RuntimeError
-            if attempt == WRITE_ATTEMPTS or "conflict" not in str(exc).lower():
+        except (RuntimeError, OSError) as exc:  # lance's commit conflicts, by whichever class its version uses
+            if attempt == WRITE_ATTEMPTS or not is_write_contention(exc):
                 raise
             await asyncio.sleep(0.05 * attempt)
     raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+_CONTENTION = ("conflict", "contention", "preempted", "concurrent", "retries")
+
+
+def is_write_contention(error: Exception) -> bool:
+    """Whether ``error`` is another writer's commit winning over ours (retry), not a fault of the write: Lance
+    words it "commit conflict", "preempted by concurrent transaction", "too much write contention" or "failed
+    to commit after N retries" depending on its version and on which of its own retries ran out."""
+    message = str(error).lower()
+    return any(word in message for word in _CONTENTION)
 
 
 class GroupCommit:

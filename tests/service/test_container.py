@@ -72,11 +72,11 @@ async def test_a_start_that_fails_closes_what_it_had_built_and_says_why(tmp_path
     first = build_container(make_settings(tmp_path), telemetry=disabled_telemetry())
     await first.start()
     await first.aclose()
-    narrower = build_container(
-        make_settings(tmp_path, RAGWATCH_EMBEDDING_DIMENSIONS="256"), telemetry=disabled_telemetry()
+    wider = build_container(
+        make_settings(tmp_path, RAGWATCH_EMBEDDING_DIMENSIONS="512"), telemetry=disabled_telemetry()
     )
 
     with pytest.raises(RuntimeError, match="RAGWATCH_EMBEDDING_DIMENSIONS"):
-        await narrower.start()
+        await wider.start()
 
     assert not [task for task in asyncio.all_tasks() if "monitor" in repr(task.get_coro())]

@@ -35,7 +35,7 @@ def test_results_are_the_best_passages_first_with_their_documents(admin: httpx.C
     assert response.status_code == 200, response.text
     results = response.json()["results"]
     assert len(results) == 3
-    assert set(results[0]) == {"document_id", "chunk_id", "title", "score", "text"}
+    assert set(results[0]) == {"document_id", "chunk_id", "title", "score", "text", "created_at"}
     assert results[0]["title"] == "Handbook"
     assert "end of March" in results[0]["text"]
     scores = [result["score"] for result in results]

@@ -120,7 +120,7 @@ def test_a_chat_request_is_one_trace_of_authentication_retrieval_and_answer(reco
             "db.system.name": "lancedb",
             "db.operation.name": operation,
             "db.collection.name": "chunks",
-            "rag.top_k": 15,  # three candidates per passage asked for, before fusion
+            "rag.top_k": 30,  # three candidates per passage asked for (5), but at least 30, before fusion
             "db.response.returned_rows": 1,  # the handbook is one chunk
         }
 

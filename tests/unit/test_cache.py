@@ -12,7 +12,7 @@ from service.cache.keys import entry_keys, generation_key
 from service.chat import Answering
 from service.config import CacheSettings
 from service.pricing import load_prices
-from service.providers.offline import ExtractiveAnswerer
+from service.providers.extractive import ExtractiveAnswerer
 from service.shared.health import RedisHealth
 from telemetry import disabled_telemetry
 
@@ -202,13 +202,35 @@ def test_an_answerer_that_answers_differently_now_reads_other_answer_keys() -> N
     """A deploy that changes how answers are made never serves the answers of the previous behaviour."""
 
     class Revised(ExtractiveAnswerer):
-        version = "3"
+        version = ExtractiveAnswerer.version + "-revised"
 
     def keys(answerer: ExtractiveAnswerer) -> list[str]:
         telemetry = disabled_telemetry()
         answering = Answering(
-            answerer, make_cache(), telemetry, load_prices(None), embedding_model="hashing-384", min_similarity=0.2
+            answerer,
+            make_cache(),
+            telemetry,
+            load_prices(None),
+            embedding_model="hashing-384",
+            retrieval="hashing-384/0.2",
         )
         return answering.read_keys("acme", "kb1", "How many vacation days?", 5)
 
     assert keys(ExtractiveAnswerer()) != keys(Revised())
+
+
+def test_retrieval_that_finds_differently_now_reads_other_answer_keys() -> None:
+    """A new fusion weight or similarity threshold never serves answers built on the passages found before."""
+
+    def keys(retrieval: str) -> list[str]:
+        answering = Answering(
+            ExtractiveAnswerer(),
+            make_cache(),
+            disabled_telemetry(),
+            load_prices(None),
+            embedding_model="hashing-384",
+            retrieval=retrieval,
+        )
+        return answering.read_keys("acme", "kb1", "How many vacation days?", 5)
+
+    assert keys("hashing-384/0.2/minmax-sum-1/0.7") != keys("hashing-384/0.2/minmax-sum-1/0.6")

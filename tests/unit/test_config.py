@@ -51,10 +51,13 @@ def test_defaults_load_from_an_environment_holding_only_the_jwt_secret() -> None
     assert settings.auth.algorithms == ("HS256",)
     assert settings.auth.leeway_s == 30
     assert settings.auth.secret == Secret(SECRET)
-    assert settings.providers.embedder == "hashing"
+    assert settings.providers.embedder == "wordllama"
+    assert settings.providers.embedding_dimensions is None  # the embedder's own width
+    assert settings.rag.min_similarity is None  # the embedder's own threshold
+    assert settings.rag.lexical_weight == 0.75
     assert settings.providers.llm == "extractive"
-    assert settings.rag.chunk_size == 800
-    assert settings.rag.chunk_overlap == 120
+    assert settings.rag.chunk_size == 1600
+    assert settings.rag.chunk_overlap == 200
     assert settings.openai.api_key is None
     assert settings.lancedb_uri == str(Path("./data") / "lancedb")
 
@@ -105,13 +108,13 @@ def test_openai_provider_is_accepted_with_only_a_base_url_for_keyless_local_serv
         ({"RAGWATCH_JWT_ALGORITHMS": "none"}, "RAGWATCH_JWT_ALGORITHMS", "expected a comma-separated subset of"),
         ({"RAGWATCH_JWT_ALGORITHMS": "HS256,none"}, "RAGWATCH_JWT_ALGORITHMS", "got 'none'"),
         ({"RAGWATCH_JWT_ALGORITHMS": " , "}, "RAGWATCH_JWT_ALGORITHMS", "expected a comma-separated subset of"),
-        ({"RAGWATCH_EMBEDDER": "x"}, "RAGWATCH_EMBEDDER", "expected one of hashing, openai"),
+        ({"RAGWATCH_EMBEDDER": "x"}, "RAGWATCH_EMBEDDER", "expected one of wordllama, hashing, openai"),
         ({"RAGWATCH_LLM": "gpt"}, "RAGWATCH_LLM", "expected one of extractive, openai"),
         ({"RAGWATCH_LLM": "openai"}, "OPENAI_API_KEY", "required when RAGWATCH_LLM or RAGWATCH_EMBEDDER is openai"),
         ({"RAGWATCH_EMBEDDER": "openai"}, "OPENAI_API_KEY", "required"),
         ({"RAGWATCH_JWT_SECRET": "too-short"}, "RAGWATCH_JWT_SECRET", "expected at least 32 bytes"),
         ({"RAGWATCH_JWT_ALGORITHMS": "HS512"}, "RAGWATCH_JWT_SECRET", "expected at least 64 bytes for HS512"),
-        ({"RAGWATCH_CHUNK_OVERLAP": "400"}, "RAGWATCH_CHUNK_OVERLAP", "less than half of RAGWATCH_CHUNK_SIZE"),
+        ({"RAGWATCH_CHUNK_OVERLAP": "800"}, "RAGWATCH_CHUNK_OVERLAP", "less than half of RAGWATCH_CHUNK_SIZE"),
         ({"RAGWATCH_CHUNK_OVERLAP": "-1"}, "RAGWATCH_CHUNK_OVERLAP", ">= 0"),
         ({"RAGWATCH_LLM_TIMEOUT_S": "inf"}, "RAGWATCH_LLM_TIMEOUT_S", "expected a number > 0"),
         ({"RAGWATCH_LLM_TIMEOUT_S": "nan"}, "RAGWATCH_LLM_TIMEOUT_S", "expected a number > 0"),

@@ -8,7 +8,8 @@ import numpy as np
 
 from service.chunking import split_sentences
 from service.providers import NO_ANSWER, Passage
-from service.providers.offline import ExtractiveAnswerer, HashingEmbedder
+from service.providers.extractive import ExtractiveAnswerer
+from service.providers.offline import HashingEmbedder
 
 VACATION = (
     "Every employee gets twenty-five days of paid vacation per year. "
@@ -176,3 +177,100 @@ async def test_sentences_differing_only_in_case_and_spacing_count_as_one() -> No
     answer = await ExtractiveAnswerer().answer("Which door do badges open?", passages)
 
     assert answer.text == "Badges open the north door. [1][2]"
+
+
+def _dated(number: int, text: str, written: str, document: str | None = None) -> Passage:
+    return Passage(
+        document_id=document or f"doc-{number}",
+        chunk_id=f"chunk-{number}",
+        title=f"Title {number}",
+        text=text,
+        score=1.0,
+        created_at=written,
+    )
+
+
+async def test_extractive_answer_picks_the_sentence_that_answers_not_the_first_of_the_top_passage() -> None:
+    handbook = (
+        "This handbook describes how the team works. It is updated every quarter by the office manager. "
+        "Expense claims are approved by your team lead within three days."
+    )
+
+    answer = await ExtractiveAnswerer(max_sentences=1).answer("Who approves expense claims?", [_passage(1, handbook)])
+
+    assert answer.text == "Expense claims are approved by your team lead within three days. [1]"
+
+
+async def test_rare_question_words_weigh_more_than_common_ones() -> None:
+    """Every sentence says "office"; only one says "wifi": that one answers "What is the office wifi password?"."""
+    text = (
+        "The office opens at eight. The office closes at six. The office wifi password is on the kitchen board. "
+        "The office has two floors."
+    )
+
+    answer = await ExtractiveAnswerer(max_sentences=1).answer("What is the office wifi password?", [_passage(1, text)])
+
+    assert answer.text == "The office wifi password is on the kitchen board. [1]"
+
+
+async def test_when_two_documents_disagree_on_the_same_subject_the_newer_one_is_said() -> None:
+    older = _dated(1, "The office is open from nine to five.", "2025-01-10T09:00:00+00:00")
+    newer = _dated(2, "The office is open from eight to six.", "2026-03-01T09:00:00+00:00")
+
+    for passages in ([older, newer], [newer, older]):
+        answer = await ExtractiveAnswerer().answer("When is the office open?", passages)
+
+        assert "eight to six" in answer.text, answer.text
+        assert "nine to five" not in answer.text, answer.text
+
+
+async def test_the_newer_document_wins_by_meaning_too_when_an_embedder_is_at_hand() -> None:
+    older = _dated(1, "Staff receive twenty days of annual leave.", "2025-01-10T09:00:00+00:00")
+    newer = _dated(2, "Staff receive twenty-five days of annual leave.", "2026-03-01T09:00:00+00:00")
+    answerer = ExtractiveAnswerer(HashingEmbedder(384).embed_sync)
+
+    answer = await answerer.answer("How much annual leave do staff receive?", [older, newer])
+
+    assert answer.text == "Staff receive twenty-five days of annual leave. [2]"
+
+
+async def test_sentences_of_one_document_never_supersede_each_other() -> None:
+    text = "The office is open from nine to five. On Fridays the office is open from nine to three."
+    passages = [_dated(1, text, "2026-01-01T00:00:00+00:00"), _dated(2, text, "2026-01-01T00:00:00+00:00", "doc-1")]
+
+    answer = await ExtractiveAnswerer().answer("When is the office open?", passages)
+
+    assert "nine to five" in answer.text
+    assert "nine to three" in answer.text
+
+
+async def test_a_near_copy_of_a_chosen_sentence_is_not_said_again() -> None:
+    first = _passage(1, "Badges are issued at the front desk on your first day.")
+    second = _passage(2, "Badges are issued at the front desk on the first day.")
+
+    answer = await ExtractiveAnswerer().answer("Where are badges issued?", [first, second])
+
+    assert answer.text == "Badges are issued at the front desk on your first day. [1]"
+
+
+async def test_prose_is_preferred_to_lines_of_code_saying_the_same_words() -> None:
+    readme = (
+        "Run the tests with make test, which installs what they need first.\n\n"
+        "```sh\nmake test   # run the tests\nmake test-fast   # the unit tests only\n```"
+    )
+
+    answer = await ExtractiveAnswerer(max_sentences=1).answer("How do I run the tests?", [_passage(1, readme)])
+
+    assert answer.text == "Run the tests with make test, which installs what they need first. [1]"
+
+
+async def test_a_sentence_close_in_meaning_answers_even_without_a_shared_word() -> None:
+    def embed(texts: object) -> np.ndarray:
+        """A stand-in embedder that finds the question and the second sentence alike, nothing else."""
+        rows = [[1.0, 0.0], [0.0, 1.0], [0.8, 0.6]]
+        return np.asarray(rows, dtype=np.float32)
+
+    text = "Bicycles go to the basement. Staff receive twenty-five days of leave."
+    answer = await ExtractiveAnswerer(embed).answer("What holiday allowance is there?", [_passage(1, text)])
+
+    assert answer.text == "Staff receive twenty-five days of leave. [1]"
