@@ -154,7 +154,8 @@ class RagSettings(msgspec.Struct, frozen=True, rename=variables("RAGWATCH_")):
     """
     lexical_weight: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.75
     """Weight of the full-text (BM25) score in the fused score, against ``1 -`` it for vector similarity; each
-    normalised to 0..1 over its candidates. Tuned on SciFact's train queries (``make eval-tune``)."""
+    normalised to 0..1 over its candidates. Tuned on SciFact's train queries (``make eval-tune``): 0.6 and 0.75
+    tie on nDCG@10 (0.6996 and 0.6993), and 0.75 finds more of the relevant documents (Recall@100 0.937)."""
 
 
 class ParseSettings(msgspec.Struct, frozen=True, rename=variables("RAGWATCH_PARSE_")):
