@@ -2,7 +2,7 @@
 
 A knowledge base remembers the embedder it was built with, and chat, search and uploads refuse one built with
 another (409: its vectors and the question's would not be comparable). Switching embedders (for example from
-the hashing embedder to WordLlama, the default since 0.4) therefore needs every chunk embedded again: this
+the hashing embedder to WordLlama, the default now) therefore needs every chunk embedded again: this
 does it from the chunks' stored text (as ingestion embeds them: under their document's title and section),
 keeping every document, page and section as it is.
 """

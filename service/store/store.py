@@ -35,7 +35,7 @@ from service.store.tables import (
     chunk_schema,
     document_from_row,
 )
-from service.store.writes import DocumentWrite, GroupCommit, commit_documents
+from service.store.writes import DocumentWrite, GroupCommit, commit_documents, update_rows
 from telemetry import Telemetry, db_query, disabled_telemetry
 
 __all__ = ["Store"]
@@ -197,9 +197,7 @@ class Store:
             vectors = self._padded(await embed(blocks, [row["title"] for row in rows]))
             column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), type=pa.float32()), type=vector_type)
             batch = batch.set_column(batch.schema.get_field_index("vector"), "vector", column)
-            with db_query(self._telemetry, "merge_insert", "chunks") as result:
-                await self._chunks.merge_insert("chunk_id").when_matched_update_all().execute(batch)
-                result.rows = batch.num_rows
+            await update_rows(self._chunks, batch, self._telemetry)
         await self._kbs.update({"embedding_model": model}, where=kb_filter(tenant_id, kb_id, column="id"))
         return int(chunks.num_rows)
 

@@ -24,7 +24,7 @@ import pyarrow as pa
 from service.store.filters import document_filter, kb_filter, sql_literal
 from telemetry import Telemetry, db_query
 
-__all__ = ["DocumentWrite", "GroupCommit", "commit_documents", "is_write_contention"]
+__all__ = ["DocumentWrite", "GroupCommit", "commit_documents", "is_write_contention", "update_rows"]
 
 WRITE_ATTEMPTS = 5
 
@@ -97,6 +97,13 @@ async def _replace(table: Any, writes: Sequence[DocumentWrite], telemetry: Telem
             .when_not_matched_by_source_delete(scope)
             .execute(rows)
         ),
+    )
+
+
+async def update_rows(table: Any, rows: pa.Table, telemetry: Telemetry) -> None:
+    """Replace the rows of ``rows``' chunk ids with ``rows`` in one commit (retried when another writer won)."""
+    await _committed(
+        telemetry, rows.num_rows, lambda: table.merge_insert("chunk_id").when_matched_update_all().execute(rows)
     )
 
 
