@@ -5,7 +5,8 @@ How a sentence is chosen:
 - **It answers.** Its score weighs the question's words it holds by their rarity among the candidate sentences
   (a word every sentence has says little), plus, when an offline embedder is at hand, how close its meaning is
   to the question's; the retrieval's own ranking breaks near ties. Code lines and very long sentences count
-  for less. A sentence sharing no word with the question and not close in meaning is never said.
+  for less (so do table rows and lines that are mostly symbols). A sentence sharing no word with the question
+  and not close in meaning is never said.
 - **It is said once.** The same sentence in several passages (chunk overlap, or two documents saying it) is
   said once and cites every passage holding it; a near-copy of a sentence already chosen is skipped.
 - **The newer document wins.** Two sentences from different documents about the same subject (the same
@@ -84,7 +85,7 @@ class ExtractiveAnswer:
 class ExtractiveAnswerer:
     provider = "ragwatch"
     model = "extractive"
-    version = "3"  # 3: rarity-weighted words and meaning, no near-copies, the newer document wins
+    version = "4"  # 4: rarity-weighted words and meaning, no near-copies, the newer document wins, code skipped
 
     def __init__(self, embed: SentenceEmbedder | None = None, max_sentences: int = 3) -> None:
         self._embed = embed
@@ -104,7 +105,7 @@ class ExtractiveAnswerer:
         return ExtractiveAnswer(await self.answer(question, passages))
 
     def compose(self, question: str, passages: Sequence[Passage]) -> str:
-        wanted = frozenset(terms(question)) - STOPWORDS
+        wanted = frozenset(_words(question)) - STOPWORDS
         candidates = _candidates(passages)
         if not wanted or not candidates:
             return NO_ANSWER
@@ -146,13 +147,37 @@ class ExtractiveAnswerer:
         return similarity, vectors[1:]
 
 
+def _words(text: str) -> list[str]:
+    """The words of ``text`` as the answerer compares them: the shared word handling, with ``snake_case`` names
+    split ("RAGWATCH_EMBEDDER" holds "embedder") and "-ing" and "-ed" endings taken off ("switching" and
+    "switched" match "switch")."""
+    words = [part for word in terms(text) for part in word.split("_") if part]
+    return [_stem(word) for word in words]
+
+
+def _stem(word: str) -> str:
+    for ending, shortest in (("ing", 6), ("ed", 5)):
+        if word.endswith(ending) and len(word) >= shortest:
+            return word[: -len(ending)]
+    return word
+
+
+def _looks_like_code(sentence: str) -> bool:
+    """A shell line, a table row or markup: few letters and spaces among its characters."""
+    if sentence.lstrip().startswith("|"):
+        return True
+    plain = sum(char.isalnum() or char in " .,;:'()-" for char in sentence)
+    return plain < 0.85 * len(sentence)
+
+
 def _candidates(passages: Sequence[Passage]) -> list[_Candidate]:
     """Every sentence of the passages once (differing only in case, spacing or closing punctuation: once)."""
     found: dict[str, _Candidate] = {}
     for number, passage in enumerate(passages, start=1):
-        for position, (sentence, code) in enumerate(_sentences(passage.text)):
+        for position, (sentence, in_code_block) in enumerate(_sentences(passage.text)):
             text = " ".join(sentence.split())
-            words = terms(text)
+            words = _words(text)
+            code = in_code_block or _looks_like_code(text)
             key = " ".join(words)
             candidate = found.get(key)
             if candidate is None:

@@ -274,3 +274,22 @@ async def test_a_sentence_close_in_meaning_answers_even_without_a_shared_word() 
     answer = await ExtractiveAnswerer(embed).answer("What holiday allowance is there?", [_passage(1, text)])
 
     assert answer.text == "Staff receive twenty-five days of leave. [1]"
+
+
+async def test_words_match_across_snake_case_names_and_ing_endings() -> None:
+    text = "Switching RAGWATCH_EMBEDDER requires a re-index of each knowledge base. Badges open the north door."
+
+    answer = await ExtractiveAnswerer(max_sentences=1).answer("How do I switch embedders?", [_passage(1, text)])
+
+    assert answer.text == "Switching RAGWATCH_EMBEDDER requires a re-index of each knowledge base. [1]"
+
+
+async def test_table_rows_and_symbol_heavy_lines_count_for_less_than_prose() -> None:
+    text = (
+        "| `RAGWATCH_CACHE_TTL_S` | `3600` | seconds a cached answer is kept |\n\n"
+        "Cached answers are kept for an hour by default."
+    )
+
+    answer = await ExtractiveAnswerer(max_sentences=1).answer("How long are cached answers kept?", [_passage(1, text)])
+
+    assert answer.text == "Cached answers are kept for an hour by default. [1]"
