@@ -19,7 +19,18 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from service import __version__
-from service.api import DocumentController, KnowledgeBaseController, chat, live, metrics, ready, reindex, search
+from service.api import (
+    DocumentController,
+    KnowledgeBaseController,
+    chat,
+    chat_completions,
+    live,
+    metrics,
+    models,
+    ready,
+    reindex,
+    search,
+)
 from service.api.dependencies import provide_principal
 from service.api.hooks import add_rate_limit_headers
 from service.auth import authentication_guard
@@ -61,7 +72,7 @@ def app_for(container: Container) -> Litestar:
 
     v1 = Router(
         path="/v1",
-        route_handlers=[KnowledgeBaseController, DocumentController, chat, search, reindex],
+        route_handlers=[KnowledgeBaseController, DocumentController, chat, search, reindex, models, chat_completions],
         guards=[authentication_guard(container.authenticator, observed)],
         dependencies={"principal": Provide(provide_principal, sync_to_thread=False)},
         security=[{"bearer": []}],
@@ -74,6 +85,7 @@ def app_for(container: Container) -> Litestar:
             "chat": _provide(container.chat),
             "search": _provide(container.search),
             "reindexing": _provide(container.reindexing),
+            "completions": _provide(container.completions),
             "readiness": _provide(container.readiness),
         },
         lifespan=[lifespan],

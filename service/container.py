@@ -24,6 +24,7 @@ from service.documents import Documents, Uploads
 from service.embeddings import Embeddings
 from service.knowledge_bases import KnowledgeBases
 from service.limits import RateLimiter, load_overrides
+from service.openai_compat import Completions
 from service.pricing import load_prices
 from service.providers import Providers, build_providers, min_similarity
 from service.readiness import ReadinessChecks
@@ -56,6 +57,7 @@ class Container:
     chat: Chat
     search: Search
     reindexing: Reindexing
+    completions: Completions
     retriever: Retriever
     """What chat and search retrieve with (``make eval-tune`` reads its candidates)."""
     readiness: ReadinessChecks
@@ -145,6 +147,7 @@ def build_container(
     answering = Answering(
         chosen.answerer, cache, observed, prices, embedding_model=embeddings.model, retrieval=retriever.version
     )
+    chat = Chat(knowledge_bases, retriever, answering, default_top_k=rag.default_top_k)
     return Container(
         settings=settings,
         telemetry=observed,
@@ -164,7 +167,8 @@ def build_container(
             settings=rag,
             telemetry=observed,
         ),
-        chat=Chat(knowledge_bases, retriever, answering, default_top_k=rag.default_top_k),
+        chat=chat,
+        completions=Completions(knowledge_bases, chat, sources=rag.openai_sources),
         search=Search(knowledge_bases, retriever, default_top_k=rag.default_top_k),
         reindexing=Reindexing(knowledge_bases, store, embeddings, cache, observed),
         retriever=retriever,

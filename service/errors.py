@@ -40,6 +40,7 @@ __all__ = [
     "Unauthorized",
     "UnreadableDocument",
     "UnsupportedMediaType",
+    "error_facts",
     "problem",
     "problem_details_plugin",
     "problem_responses",
@@ -151,6 +152,22 @@ _HTTP_SLUGS = {
     413: ("payload-too-large", "The request body is too large"),
     415: ("unsupported-media-type", "Unsupported content type"),
 }
+
+
+def error_facts(exc: Exception) -> tuple[int, str, str, dict[str, str]]:
+    """(status, problem slug, detail, headers) of any error as the API reports it, for routes that answer
+    errors in another shape than RFC 9457 (the OpenAI-compatible ones)."""
+    if isinstance(exc, RagwatchError):
+        return exc.status, exc.slug, exc.detail, dict(exc.headers)
+    if isinstance(exc, HTTPException):
+        slug, _ = _HTTP_SLUGS.get(exc.status_code, ("http-error", exc.detail))
+        headers = dict(exc.headers or {})
+        if isinstance(exc, NotAuthorizedException):
+            headers.setdefault("WWW-Authenticate", "Bearer")
+        return exc.status_code, slug, exc.detail, headers
+    if isinstance(exc, UnicodeDecodeError):
+        return 400, "invalid-request", f"The request body is not valid UTF-8 (byte {exc.start}).", {}
+    return 500, "internal-error", "An unexpected error occurred; the trace id identifies it.", {}
 
 
 def problem(exc: RagwatchError) -> Problem:

@@ -5,7 +5,19 @@ from service.api.documents import DocumentController
 from service.api.health import live, ready
 from service.api.knowledge_bases import KnowledgeBaseController
 from service.api.metrics import metrics
+from service.api.openai_compat import chat_completions, models
 from service.api.reindex import reindex
 from service.api.search import search
 
-__all__ = ["DocumentController", "KnowledgeBaseController", "chat", "live", "metrics", "ready", "reindex", "search"]
+__all__ = [
+    "DocumentController",
+    "KnowledgeBaseController",
+    "chat",
+    "chat_completions",
+    "live",
+    "metrics",
+    "models",
+    "ready",
+    "reindex",
+    "search",
+]

@@ -152,6 +152,9 @@ class RagSettings(msgspec.Struct, frozen=True, rename=variables("RAGWATCH_")):
     score about 0.1-0.2) and the hashing embedder; WordLlama, whose unrelated texts score higher, its own.
     Passages sharing words with the question are found by full-text search whatever this is.
     """
+    openai_sources: bool = True
+    """Append a "Sources" list (titles, and pages where known) to answers of ``/v1/chat/completions``, for
+    clients that show only the text."""
     lexical_weight: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.75
     """Weight of the full-text (BM25) score in the fused score, against ``1 -`` it for vector similarity; each
     normalised to 0..1 over its candidates. Tuned on SciFact's train queries (``make eval-tune``): 0.6 and 0.75
