@@ -79,13 +79,13 @@ async def chat_completions(
     request: Request[Principal, Any, Any],
     completions: NamedDependency[Completions],
 ) -> Response[Any]:
-    asked = completions.chat_request(data)
-    prefetched = await admit(request, "chat", completions.read_keys(request.user, asked))
+    asked, context = completions.chat_request(data), completions.context(data)
+    prefetched = await admit(request, "chat", completions.read_keys(request.user, asked, context))
     if not data.stream:
-        answer: Completion = await completions.complete(request.user, asked, prefetched)
+        answer: Completion = await completions.complete(request.user, asked, prefetched, context)
         return Response(answer)
     usage = data.stream_options is not None and data.stream_options.include_usage
-    payloads = await completions.chunks(request.user, asked, prefetched, usage)
+    payloads = await completions.chunks(request.user, asked, prefetched, context, usage=usage)
     return ServerSentEvent(_events(payloads), headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 

@@ -48,23 +48,33 @@ class Answering:
 
     # --- the answer cache and single flight --------------------------------------------------------------
 
-    def read_keys(self, tenant_id: str, kb_id: str, question: str, top_k: int) -> list[str]:
+    def read_keys(
+        self, tenant_id: str, kb_id: str, question: str, top_k: int, context: Sequence[str] = ()
+    ) -> list[str]:
         """The keys the answer cache reads for this question, for the rate limiter to read in its round trip."""
-        return self._cache.read_keys("answers", tenant_id, self._parts(question, top_k), kb_id=kb_id)
+        return self._cache.read_keys("answers", tenant_id, self._parts(question, top_k, context), kb_id=kb_id)
 
     async def lookup(
-        self, tenant_id: str, kb_id: str, question: str, top_k: int, prefetched: Sequence[bytes | None] | None
+        self,
+        tenant_id: str,
+        kb_id: str,
+        question: str,
+        top_k: int,
+        prefetched: Sequence[bytes | None] | None,
+        *,
+        context: Sequence[str] = (),
     ) -> Lookup:
         """The cached answer, if any; its outcome goes on the request's server span and log records."""
-        parts = self._parts(question, top_k)
+        parts = self._parts(question, top_k, context)
         lookup = await self._cache.lookup("answers", tenant_id, parts, kb_id=kb_id, prefetched=prefetched)
         update_request(cache=lookup.outcome)
         return lookup
 
-    def _parts(self, question: str, top_k: int) -> list[str]:
-        """What decides an answer, besides the tenant and the knowledge base (and its generation)."""
+    def _parts(self, question: str, top_k: int, context: Sequence[str]) -> list[str]:
+        """What decides an answer, besides the tenant and the knowledge base (and its generation); the earlier
+        questions of a conversation only when there are some, so a lone question keeps its keys."""
         answerer = self._answerer
-        return [
+        parts = [
             normalize_question(question),
             str(top_k),
             self._embedding_model,
@@ -72,6 +82,7 @@ class Answering:
             PROMPT_VERSION,
             self._retrieval,
         ]
+        return parts + [f"earlier: {normalize_question(turn)}" for turn in context]
 
     async def generation(self, lookup: Lookup) -> str | None:
         """The knowledge base's generation to compute the missed answer in (``None``: do not cache it)."""

@@ -34,28 +34,39 @@ class Chat:
         self._answering = answering
         self._default_top_k = default_top_k
 
-    def read_keys(self, principal: Principal, request: ChatRequest) -> list[str]:
+    def read_keys(self, principal: Principal, request: ChatRequest, context: Sequence[str] = ()) -> list[str]:
         """The keys the answer cache reads for this question, for the rate limiter to read in its round trip."""
-        return self._answering.read_keys(principal.tenant_id, request.kb_id, request.question, self._top_k(request))
+        return self._answering.read_keys(
+            principal.tenant_id, request.kb_id, request.question, self._top_k(request), context
+        )
 
     async def answer(
-        self, principal: Principal, request: ChatRequest, prefetched: Sequence[bytes | None] | None = None
+        self,
+        principal: Principal,
+        request: ChatRequest,
+        prefetched: Sequence[bytes | None] | None = None,
+        context: Sequence[str] = (),
     ) -> ChatResponse:
-        """The whole answer. ``prefetched``: the values of :meth:`read_keys`, when the rate limiter read them."""
-        lookup = await self._lookup(principal, request, prefetched)
+        """The whole answer. ``prefetched``: the values of :meth:`read_keys`, when the rate limiter read them;
+        ``context``: the conversation's earlier questions, oldest first, which retrieval takes into account."""
+        lookup = await self._lookup(principal, request, prefetched, context)
         if lookup.value is not None:
             return decode_record(lookup.value).response(cached=True)
-        record = await self._answering.shared(lookup, lambda: self._drained(principal, request, lookup))
+        record = await self._answering.shared(lookup, lambda: self._drained(principal, request, lookup, context))
         return record.response(cached=False)
 
     async def events(
-        self, principal: Principal, request: ChatRequest, prefetched: Sequence[bytes | None] | None = None
+        self,
+        principal: Principal,
+        request: ChatRequest,
+        prefetched: Sequence[bytes | None] | None = None,
+        context: Sequence[str] = (),
     ) -> AsyncGenerator[AnswerDelta | AnswerDone, None]:
         """Deltas of the answer, then one :class:`AnswerDone`; closing the iterator stops the LLM call.
 
         A cached answer, or one that an identical request is computing already, arrives as a single delta.
         """
-        lookup = await self._lookup(principal, request, prefetched)
+        lookup = await self._lookup(principal, request, prefetched, context)
         if lookup.value is not None:
             record = decode_record(lookup.value)
             yield AnswerDelta(record.answer)
@@ -63,13 +74,13 @@ class Chat:
             return
         flight = self._answering.claim(lookup)
         if flight is None:
-            record = await self._answering.shared(lookup, lambda: self._drained(principal, request, lookup))
+            record = await self._answering.shared(lookup, lambda: self._drained(principal, request, lookup, context))
             yield AnswerDelta(record.answer)
             yield record.done(cached=False)
             return
         outcome: AnswerRecord | BaseException = FlightAbandoned()
         try:
-            async with aclosing(self._compute(principal, request, lookup, stream=True)) as computation:
+            async with aclosing(self._compute(principal, request, lookup, context, stream=True)) as computation:
                 async for event in computation:
                     if isinstance(event, AnswerRecord):
                         outcome = event
@@ -88,17 +99,23 @@ class Chat:
             yield outcome.done(cached=False)
 
     async def _lookup(
-        self, principal: Principal, request: ChatRequest, prefetched: Sequence[bytes | None] | None
+        self,
+        principal: Principal,
+        request: ChatRequest,
+        prefetched: Sequence[bytes | None] | None,
+        context: Sequence[str],
     ) -> Lookup:
         update_request(kb_id=request.kb_id, question_length=len(request.question))
         return await self._answering.lookup(
-            principal.tenant_id, request.kb_id, request.question, self._top_k(request), prefetched
+            principal.tenant_id, request.kb_id, request.question, self._top_k(request), prefetched, context=context
         )
 
-    async def _drained(self, principal: Principal, request: ChatRequest, lookup: Lookup) -> AnswerRecord:
+    async def _drained(
+        self, principal: Principal, request: ChatRequest, lookup: Lookup, context: Sequence[str]
+    ) -> AnswerRecord:
         """The answer :meth:`_compute` makes, asked of the answerer whole."""
         record: AnswerRecord | None = None
-        async for event in self._compute(principal, request, lookup, stream=False):
+        async for event in self._compute(principal, request, lookup, context, stream=False):
             if isinstance(event, AnswerRecord):
                 record = event
         if record is None:  # only a stream closed early ends without its record, and this one is drained
@@ -106,14 +123,14 @@ class Chat:
         return record
 
     async def _compute(
-        self, principal: Principal, request: ChatRequest, lookup: Lookup, *, stream: bool
+        self, principal: Principal, request: ChatRequest, lookup: Lookup, context: Sequence[str], *, stream: bool
     ) -> AsyncGenerator[AnswerDelta | AnswerRecord, None]:
         """Deltas as the answerer makes them, then the whole answer (cached), unless the stream ends early."""
         # The knowledge base is checked before a generation is started for it, so unknown ids leave no key.
         await self._knowledge_bases.searchable(principal, request.kb_id)
         generation = await self._answering.generation(lookup)
         passages = await self._retriever.retrieve(
-            principal.tenant_id, request.kb_id, request.question, self._top_k(request), generation
+            principal.tenant_id, request.kb_id, request.question, self._top_k(request), generation, context=context
         )
         answer: Answer | None = None
         if not passages:

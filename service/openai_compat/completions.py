@@ -1,5 +1,6 @@
 """Chat Completions over a knowledge base: the ``model`` is the knowledge base, the last user message the
-question, and the answer is exactly ``/v1/chat``'s (same retrieval, caches, limits, telemetry and trace).
+question, and the answer is exactly ``/v1/chat``'s (same retrieval, caches, limits, telemetry and trace); the
+earlier user messages are the context retrieval reads a follow-up in.
 
 Standard clients show only ``content``, so the answer's sources travel in the text too: its ``[n]`` markers,
 and a short "Sources" list appended to it (``RAGWATCH_OPENAI_SOURCES``), besides the structured ``citations``
@@ -33,7 +34,10 @@ from service.openai_compat.shapes import (
 )
 from telemetry import current_trace_id
 
-__all__ = ["Completions", "sources_text"]
+__all__ = ["CONTEXT_TURNS", "Completions", "sources_text"]
+
+CONTEXT_TURNS = 3
+"""Earlier user messages of a conversation that retrieval takes into account."""
 
 _encode = msgspec.json.Encoder().encode
 
@@ -60,13 +64,22 @@ class Completions:
             raise BadRequest(f"Not a question for a knowledge base: {exc} (model is the knowledge base id, and "
                              "the last user message the question).") from None  # fmt: skip
 
-    def read_keys(self, principal: Principal, request: ChatRequest) -> list[str]:
-        return self._chat.read_keys(principal, request)
+    def read_keys(self, principal: Principal, request: ChatRequest, context: Sequence[str]) -> list[str]:
+        return self._chat.read_keys(principal, request, context)
+
+    def context(self, body: CompletionRequest) -> list[str]:
+        """The earlier user messages (at most :data:`CONTEXT_TURNS`, oldest first): what a follow-up refers to."""
+        earlier = [_text(m.content) for m in body.messages[:-1] if m.role == "user"]
+        return [turn for turn in earlier if turn.strip()][-CONTEXT_TURNS:]
 
     async def complete(
-        self, principal: Principal, request: ChatRequest, prefetched: Sequence[bytes | None] | None
+        self,
+        principal: Principal,
+        request: ChatRequest,
+        prefetched: Sequence[bytes | None] | None,
+        context: Sequence[str],
     ) -> Completion:
-        answer = await self._chat.answer(principal, request, prefetched)
+        answer = await self._chat.answer(principal, request, prefetched, context)
         return Completion(
             id=_completion_id(answer.trace_id),
             created=int(time.time()),
@@ -78,11 +91,17 @@ class Completions:
         )
 
     async def chunks(
-        self, principal: Principal, request: ChatRequest, prefetched: Sequence[bytes | None] | None, usage: bool
+        self,
+        principal: Principal,
+        request: ChatRequest,
+        prefetched: Sequence[bytes | None] | None,
+        context: Sequence[str],
+        *,
+        usage: bool,
     ) -> AsyncGenerator[bytes, None]:
         """The answer as ``chat.completion.chunk`` payloads; the first one is produced before any is sent, so
         that a failure before the answer starts is an ordinary error response."""
-        events = self._chat.events(principal, request, prefetched)
+        events = self._chat.events(principal, request, prefetched, context)
         created = int(time.time())
         trace_id = current_trace_id()
         first = await anext(events)

@@ -249,3 +249,26 @@ def test_the_readmes_openai_sdk_example_runs_as_written(
     assert "\n\nSources:\n[1] README" in printed
     assert "make test" in printed
     assert "'document_id'" in printed
+
+
+def test_a_follow_up_is_retrieved_in_the_context_of_the_earlier_questions(
+    client: openai.OpenAI, admin: httpx.Client
+) -> None:
+    """ "Its secretariat" names no organisation: the earlier question does, and retrieval reads it."""
+    kb_id = create_kb(admin, "organisations")
+    ingest(admin, kb_id, title="WHO", text="The secretariat of the World Health Organization sits in Geneva.")
+    ingest(admin, kb_id, title="UNESCO", text="The secretariat of UNESCO sits in Paris, on the Place de Fontenoy.")
+    follow_up = {"role": "user", "content": "Where does its secretariat sit?"}
+    conversation = [
+        {"role": "user", "content": "What does UNESCO do?"},
+        {"role": "assistant", "content": "The knowledge base does not say."},
+        follow_up,
+    ]
+
+    # Asked alone first, its answer is cached: the same words in a conversation must not be answered from it.
+    client.chat.completions.create(model=kb_id, messages=[follow_up])  # type: ignore[list-item]
+    in_context = client.chat.completions.create(model=kb_id, messages=conversation)  # type: ignore[arg-type]
+
+    cited = [c["title"] for c in (in_context.model_extra or {})["citations"]]
+    assert cited[0] == "UNESCO"
+    assert (in_context.choices[0].message.content or "").startswith("The secretariat of UNESCO sits in Paris")
