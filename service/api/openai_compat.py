@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
+from http import HTTPStatus
 from typing import Any
 
 import anyio
@@ -16,6 +17,7 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
@@ -54,10 +56,21 @@ _HANDLERS: dict[int | type[Exception], Any] = dict.fromkeys(
 )
 
 
+def _documented(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI ``responses`` documenting ``statuses`` as OpenAI-shaped errors."""
+    return {
+        status: ResponseSpec(
+            data_container=OpenAIErrorBody, generate_examples=False, description=HTTPStatus(status).phrase
+        )
+        for status in statuses
+    }
+
+
 @get(
     "/models",
     guards=[requires_member],
     exception_handlers=_HANDLERS,
+    responses=_documented(401, 403),
     tags=["openai"],
     summary="The caller's knowledge bases as OpenAI models (the id of each is the knowledge base's)",
 )
@@ -71,6 +84,7 @@ async def models(principal: NamedDependency[Principal], completions: NamedDepend
     guards=[requires_member],
     before_request=require_json,
     exception_handlers=_HANDLERS,
+    responses=_documented(400, 401, 403, 404, 413, 415, 429, 502, 503, 504),
     tags=["openai"],
     summary="OpenAI Chat Completions grounded in the knowledge base named by `model`",
 )
