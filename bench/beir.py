@@ -41,7 +41,7 @@ class Dataset:
 def load(folder: Path, split: str = "test") -> Dataset:
     """The corpus, the queries of ``split`` that have judgements, and those judgements."""
     qrels = _qrels(folder / "qrels" / f"{split}.tsv")
-    queries = {row["_id"]: row["text"] for row in _jsonl(folder / "queries.jsonl") if str(row["_id"]) in qrels}
+    queries = {str(row["_id"]): row["text"] for row in _jsonl(folder / "queries.jsonl") if str(row["_id"]) in qrels}
     documents = [Document(str(row["_id"]), row.get("title") or "", row["text"]) for row in _corpus(folder)]
     return Dataset(documents, queries, {query: qrels[query] for query in queries})
 

@@ -160,6 +160,8 @@ def _documents(passages: list[Passage], back: dict[str, str]) -> list[str]:
 
 
 def _percentiles(latencies: list[float]) -> dict[str, float]:
+    if not latencies:
+        return {"p50": 0.0, "p95": 0.0}
     quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else latencies * 99
     return {"p50": 1000 * statistics.median(latencies), "p95": 1000 * quantiles[94]}
 

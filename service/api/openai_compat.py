@@ -110,7 +110,9 @@ async def _events(payloads: AsyncGenerator[bytes, None]) -> AsyncIterator[Server
         async for payload in payloads:
             yield ServerSentEventMessage(data=payload.decode())
     except Exception as exc:
-        _, _, body = _error(exc)
+        status, _, body = _error(exc)
+        if status == 500:
+            logger.exception("unhandled error in a streamed completion", exc_info=exc)
         yield ServerSentEventMessage(data=_encode(body).decode())
         return
     finally:

@@ -102,10 +102,12 @@ class Retriever:
     ) -> tuple[list[Passage], list[Passage]]:
         """What fusion chooses ``top_k`` passages from: the vector hits at least ``min_similarity`` alike, and
         the full-text hits (also what ``make eval-tune`` fuses with each weight it tries)."""
-        vector = await self._embed_question(tenant_id, question)
+        # Embedded as the cache keys see it (case-folded, spaces collapsed): questions sharing a cached answer
+        # must find the same passages, and WordLlama tells "APPLE" from "apple".
+        vector = await self._embed_question(tenant_id, normalize_question(question))
         query = question
         if context:
-            earlier = " ".join(context)
+            earlier = normalize_question(" ".join(context))
             vector = normalize_rows((vector + CONTEXT_WEIGHT * await self._embed_question(tenant_id, earlier))[None])[0]
             query = f"{question} {earlier}"
         candidates = max(top_k * 3, MIN_CANDIDATES)

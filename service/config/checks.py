@@ -38,6 +38,12 @@ def check_consistency(settings: Settings) -> None:
     uses_openai = "openai" in (settings.providers.llm, settings.providers.embedder)
     if uses_openai and settings.openai.api_key is None and settings.openai.base_url is None:
         raise SettingsError("OPENAI_API_KEY: required when RAGWATCH_LLM or RAGWATCH_EMBEDDER is openai")
+    width = settings.providers.embedding_dimensions
+    if settings.providers.embedder == "wordllama" and width is not None and not 64 <= width <= 256:
+        raise SettingsError(
+            f"RAGWATCH_EMBEDDING_DIMENSIONS: WordLlama embeds 64 to 256 dimensions, got {width} "
+            "(unset it for 256; a store created wider keeps narrower vectors)"
+        )
     _check_redis_url(settings.redis.url)
 
 

@@ -34,10 +34,12 @@ from service.openai_compat.shapes import (
 )
 from telemetry import current_trace_id
 
-__all__ = ["CONTEXT_TURNS", "Completions", "sources_text"]
+__all__ = ["CONTEXT_CHARACTERS", "CONTEXT_TURNS", "Completions", "sources_text"]
 
 CONTEXT_TURNS = 3
 """Earlier user messages of a conversation that retrieval takes into account."""
+CONTEXT_CHARACTERS = 4000
+"""What of each earlier message retrieval reads (a question may be as long)."""
 
 _encode = msgspec.json.Encoder().encode
 
@@ -68,9 +70,11 @@ class Completions:
         return self._chat.read_keys(principal, request, context)
 
     def context(self, body: CompletionRequest) -> list[str]:
-        """The earlier user messages (at most :data:`CONTEXT_TURNS`, oldest first): what a follow-up refers to."""
-        earlier = [_text(m.content) for m in body.messages[:-1] if m.role == "user"]
-        return [turn for turn in earlier if turn.strip()][-CONTEXT_TURNS:]
+        """The user messages before the question (at most :data:`CONTEXT_TURNS`, oldest first, each cut to
+        :data:`CONTEXT_CHARACTERS`): what a follow-up refers to."""
+        users = [_text(m.content) for m in body.messages if m.role == "user"]
+        earlier = [turn[:CONTEXT_CHARACTERS] for turn in users[:-1] if turn.strip()]
+        return earlier[-CONTEXT_TURNS:]
 
     async def complete(
         self,

@@ -18,6 +18,7 @@ How a sentence is chosen:
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -43,6 +44,8 @@ _SAME_SUBJECT = 0.8
 """Similarity from which two sentences are taken to speak of the same subject."""
 _NEAR_COPY = 0.7
 """Share of words two sentences have in common from which the second is a repeat of the first."""
+_ON_THE_LOOP = 8
+"""Passages up to which an answer is composed on the event loop (a few milliseconds); more go to a thread."""
 _CONSIDERED = 30
 """The best-scoring sentences compared with each other (for newer documents and near-copies): the answer is
 made of a few of them, and comparing every pair of a long context would cost more than it could change."""
@@ -92,7 +95,10 @@ class ExtractiveAnswerer:
         self.max_sentences = max_sentences
 
     async def answer(self, question: str, passages: Sequence[Passage]) -> Answer:
-        text = self.compose(question, passages)
+        if len(passages) > _ON_THE_LOOP:
+            text = await asyncio.to_thread(self.compose, question, passages)
+        else:
+            text = self.compose(question, passages)
         return Answer(
             text=text,
             model=self.model,

@@ -35,7 +35,7 @@ from service.store.tables import (
     chunk_schema,
     document_from_row,
 )
-from service.store.writes import DocumentWrite, GroupCommit, commit_documents, update_rows
+from service.store.writes import DocumentWrite, GroupCommit, commit_documents, retried, update_rows
 from telemetry import Telemetry, db_query, disabled_telemetry
 
 __all__ = ["Store"]
@@ -80,7 +80,7 @@ class Store:
         self._padding = 0
 
     async def open(self) -> Store:
-        """Connect and open (creating if needed) the tables; the vector width must match ``dimensions``."""
+        """Connect and open (creating if needed) the tables; the vectors may not be wider than the table's."""
         consistency = timedelta(seconds=self._read_consistency_s)
         db = await lancedb.connect_async(self._uri, read_consistency_interval=consistency)
         kbs = await db.create_table("knowledge_bases", schema=KB_SCHEMA, exist_ok=True)
@@ -198,7 +198,9 @@ class Store:
             column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), type=pa.float32()), type=vector_type)
             batch = batch.set_column(batch.schema.get_field_index("vector"), "vector", column)
             await update_rows(self._chunks, batch, self._telemetry)
-        await self._kbs.update({"embedding_model": model}, where=kb_filter(tenant_id, kb_id, column="id"))
+        self._opened.maintenance.schedule()  # every row was rewritten: fold them into the indexes again
+        scope = kb_filter(tenant_id, kb_id, column="id")
+        await retried(lambda: self._kbs.update({"embedding_model": model}, where=scope))
         return int(chunks.num_rows)
 
     # --- documents -----------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import pyarrow as pa
 from service.store.filters import document_filter, kb_filter, sql_literal
 from telemetry import Telemetry, db_query
 
-__all__ = ["DocumentWrite", "GroupCommit", "commit_documents", "is_write_contention", "update_rows"]
+__all__ = ["DocumentWrite", "GroupCommit", "commit_documents", "is_write_contention", "retried", "update_rows"]
 
 WRITE_ATTEMPTS = 5
 
@@ -109,12 +109,21 @@ async def update_rows(table: Any, rows: pa.Table, telemetry: Telemetry) -> None:
 
 async def _committed(telemetry: Telemetry, rows: int, commit: Callable[[], Awaitable[Any]]) -> Any:
     """Run ``commit`` in its ``merge_insert chunks`` span, retrying commit conflicts with other writers."""
+
+    async def spanned() -> Any:
+        with db_query(telemetry, "merge_insert", "chunks") as result:
+            outcome = await commit()
+            result.rows = rows
+        return outcome
+
+    return await retried(spanned)
+
+
+async def retried(commit: Callable[[], Awaitable[Any]]) -> Any:
+    """``commit``'s outcome, tried again (up to :data:`WRITE_ATTEMPTS` in all) while another writer wins."""
     for attempt in range(1, WRITE_ATTEMPTS + 1):
         try:
-            with db_query(telemetry, "merge_insert", "chunks") as result:
-                outcome = await commit()
-                result.rows = rows
-            return outcome
+            return await commit()
         except (RuntimeError, OSError) as exc:  # lance's commit conflicts, by whichever class its version uses
             if attempt == WRITE_ATTEMPTS or not is_write_contention(exc):
                 raise

@@ -109,6 +109,7 @@ def test_openai_provider_is_accepted_with_only_a_base_url_for_keyless_local_serv
         ({"RAGWATCH_JWT_ALGORITHMS": "HS256,none"}, "RAGWATCH_JWT_ALGORITHMS", "got 'none'"),
         ({"RAGWATCH_JWT_ALGORITHMS": " , "}, "RAGWATCH_JWT_ALGORITHMS", "expected a comma-separated subset of"),
         ({"RAGWATCH_EMBEDDER": "x"}, "RAGWATCH_EMBEDDER", "expected one of wordllama, hashing, openai"),
+        ({"RAGWATCH_EMBEDDING_DIMENSIONS": "384"}, "RAGWATCH_EMBEDDING_DIMENSIONS", "WordLlama embeds 64 to 256"),
         ({"RAGWATCH_LLM": "gpt"}, "RAGWATCH_LLM", "expected one of extractive, openai"),
         ({"RAGWATCH_LLM": "openai"}, "OPENAI_API_KEY", "required when RAGWATCH_LLM or RAGWATCH_EMBEDDER is openai"),
         ({"RAGWATCH_EMBEDDER": "openai"}, "OPENAI_API_KEY", "required"),
