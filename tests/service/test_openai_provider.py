@@ -127,8 +127,7 @@ def test_chat_embeds_the_question_with_the_same_model_as_the_documents(fake_open
 
     assert reply.status_code == 200, reply.text
     question_call = fake_openai.calls(EMBEDDINGS)[-1]
-    # As the cache keys see it (case-folded): questions that share cached answers find the same passages.
-    assert question_call.body["input"] == ["when are travel expenses reimbursed?"]
+    assert question_call.body["input"] == ["When are travel expenses reimbursed?"]
     assert question_call.body["model"] == "text-embedding-3-small"
     assert "reimbursed within fourteen days" in reply.json()["citations"][0]["text"]
 
