@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
 
 import msgspec
@@ -20,6 +21,9 @@ from service.store import DocumentRecord, Store, new_id, now
 from telemetry import Telemetry, stage
 
 __all__ = ["Documents"]
+
+_CHUNK_ON_THE_LOOP = 100_000
+"""Characters up to which a document is chunked on the event loop (a few milliseconds); longer ones in a thread."""
 
 
 class Documents:
@@ -58,7 +62,11 @@ class Documents:
         await self._knowledge_bases.searchable(principal, kb_id)
         with stage(self._telemetry, "ingest.chunk") as span:
             blocks = document.blocks or (Block(document.text),)
-            chunks = chunk_blocks(blocks, self._settings.chunk_size, self._settings.chunk_overlap)
+            size, overlap = self._settings.chunk_size, self._settings.chunk_overlap
+            if len(document.text) > _CHUNK_ON_THE_LOOP:  # a long document is cut in a thread: other requests go on
+                chunks = await asyncio.to_thread(chunk_blocks, blocks, size, overlap)
+            else:
+                chunks = chunk_blocks(blocks, size, overlap)
             span.set_attribute("rag.chunks", len(chunks))
         if not chunks:
             raise BadRequest("The document has no text to index.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import re
 import unicodedata
@@ -15,6 +16,8 @@ from service.providers.base import Vectors, normalize_rows
 __all__ = ["STOPWORDS", "HashingEmbedder", "terms"]
 
 _WORD = re.compile(r"\w+")
+_IN_A_THREAD = 64
+"""Texts from which one call embeds in a worker thread rather than on the event loop (a few milliseconds)."""
 STOPWORDS = frozenset(
     {
         "a",
@@ -82,6 +85,8 @@ class HashingEmbedder:
         self.model = f"hashing-{dimensions}"
 
     async def embed(self, texts: Sequence[str]) -> Vectors:
+        if len(texts) >= _IN_A_THREAD:  # a long document's chunks: other requests go on meanwhile
+            return await asyncio.to_thread(self.embed_sync, texts)
         return self.embed_sync(texts)
 
     def embed_sync(self, texts: Sequence[str]) -> Vectors:

@@ -3,6 +3,8 @@ clear 4xx of its own kind, nothing of it stored, and the service ready throughou
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -233,3 +235,33 @@ def test_a_file_that_takes_too_long_to_parse_is_stopped_and_the_next_one_is_pars
         assert stopped.json()["type"] == PROBLEM_BASE + "parse-timeout"
         assert after.status_code == 201, after.text
         assert client.get("/health/ready").status_code == 200
+
+
+def test_other_requests_are_answered_while_a_file_is_being_parsed(tmp_path: Path) -> None:
+    """Parsing runs in a parser process: the event loop keeps answering (here the liveness probe) meanwhile."""
+    slow = text_pdf(
+        [[f"Line {line} of page {page} has words to extract." for line in range(60)] for page in range(400)]
+    )
+    with live_server(make_settings(tmp_path, RAGWATCH_PARSE_TIMEOUT_S="120")) as running:
+        with running.client(auth()) as client:
+            kb_id = create_kb(client, "slow")
+        finished = threading.Event()
+
+        def send() -> None:
+            with running.client(auth()) as uploader:
+                upload(uploader, kb_id, "slow.pdf", slow)
+            finished.set()
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        probes: list[float] = []
+        with running.client(auth()) as prober:
+            while not finished.is_set():
+                started = time.perf_counter()
+                assert prober.get("/health/live").status_code == 200
+                probes.append(time.perf_counter() - started)
+                time.sleep(0.05)
+        sender.join()
+
+    assert len(probes) >= 5, "the upload ended before the probes could overlap it"
+    assert max(probes) < 0.5, probes
