@@ -10,7 +10,8 @@ from cachetools import TTLCache
 from service.auth import Principal
 from service.cache import Cache
 from service.errors import Conflict, NotFound
-from service.models import KnowledgeBase, KnowledgeBaseCreate, KnowledgeBaseDetail
+from service.models import KnowledgeBase, KnowledgeBaseCreate, KnowledgeBaseDetail, KnowledgeBasePage
+from service.pagination import after, page
 from service.store import KnowledgeBaseRecord, Store
 from telemetry import update_request
 
@@ -43,6 +44,12 @@ class KnowledgeBases:
 
     async def list_all(self, principal: Principal) -> list[KnowledgeBase]:
         return [_public(record) for record in await self._store.list_kbs(principal.tenant_id)]
+
+    async def list_page(self, principal: Principal, limit: int, cursor: str | None) -> KnowledgeBasePage:
+        """``limit`` knowledge bases after ``cursor`` (oldest first), and the cursor of the next page."""
+        records = await self._store.list_kbs(principal.tenant_id, after=after(cursor, "id"), limit=limit + 1)
+        items, next_cursor = page([_public(r) for r in records], limit, lambda kb: (kb.created_at, kb.id))
+        return KnowledgeBasePage(data=items, next_cursor=next_cursor)
 
     async def get(self, principal: Principal, kb_id: str) -> KnowledgeBaseRecord:
         """The caller's knowledge base; a foreign id is as unknown as a missing one (404).

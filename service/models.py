@@ -13,11 +13,13 @@ __all__ = [
     "ChatResponse",
     "DocumentCreate",
     "DocumentCreated",
+    "DocumentPage",
     "DocumentSummary",
     "HealthCheck",
     "KnowledgeBase",
     "KnowledgeBaseCreate",
     "KnowledgeBaseDetail",
+    "KnowledgeBasePage",
     "Passage",
     "Problem",
     "Readiness",
@@ -56,6 +58,13 @@ class Reindexed(msgspec.Struct):
     """Chunks embedded again (0 when the knowledge base already used the current embedder)."""
 
 
+class KnowledgeBasePage(msgspec.Struct):
+    data: list[KnowledgeBase]
+    """Oldest first."""
+    next_cursor: str | None
+    """Pass it as ``cursor`` for the next page; ``null`` on the last page."""
+
+
 class KnowledgeBaseDetail(KnowledgeBase):
     document_count: int
     chunk_count: int
@@ -81,6 +90,13 @@ class DocumentSummary(msgspec.Struct):
     bytes: int
     metadata: dict[str, Any]
     created_at: str
+
+
+class DocumentPage(msgspec.Struct):
+    data: list[DocumentSummary]
+    """Oldest first (a replaced document counts as new)."""
+    next_cursor: str | None
+    """Pass it as ``cursor`` for the next page; ``null`` on the last page."""
 
 
 class DocumentDetail(DocumentSummary):

@@ -12,6 +12,7 @@ from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIType, 
 from litestar.params import FromPath
 
 from service.api.hooks import rate_limited
+from service.api.paging import Cursor, Limit
 from service.auth import Principal, requires_admin, requires_member
 from service.documents import Documents, FileSubmission, JsonSubmission, Submission
 from service.errors import BadRequest, UnsupportedMediaType, problem_responses
@@ -21,8 +22,9 @@ from service.models import (
     DocumentCreate,
     DocumentCreated,
     DocumentDetail,
-    DocumentSummary,
+    DocumentPage,
 )
+from service.pagination import DEFAULT_LIMIT
 
 __all__ = ["DocumentController"]
 
@@ -104,11 +106,16 @@ class DocumentController(Controller):
     ) -> DocumentCreated:
         return await documents.ingest(principal, kb_id, read_submission(request))
 
-    @get(summary="List a knowledge base's documents", responses=_ERRORS)
+    @get(summary="List a knowledge base's documents, a page at a time", responses=_ERRORS)
     async def list(
-        self, kb_id: FromPath[str], principal: NamedDependency[Principal], documents: NamedDependency[Documents]
-    ) -> list[DocumentSummary]:
-        return await documents.list_all(principal, kb_id)
+        self,
+        kb_id: FromPath[str],
+        principal: NamedDependency[Principal],
+        documents: NamedDependency[Documents],
+        limit: Limit = DEFAULT_LIMIT,
+        cursor: Cursor = None,
+    ) -> DocumentPage:
+        return await documents.list_page(principal, kb_id, limit, cursor)
 
     @get("/{document_id:str}", summary="A document with its full text", responses=_ERRORS)
     async def detail(

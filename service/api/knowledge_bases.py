@@ -7,10 +7,12 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
 from service.api.hooks import require_json
+from service.api.paging import Cursor, Limit
 from service.auth import Principal, requires_admin, requires_member
 from service.errors import problem_responses
 from service.knowledge_bases import KnowledgeBases
-from service.models import KnowledgeBase, KnowledgeBaseCreate, KnowledgeBaseDetail
+from service.models import KnowledgeBase, KnowledgeBaseCreate, KnowledgeBaseDetail, KnowledgeBasePage
+from service.pagination import DEFAULT_LIMIT
 
 __all__ = ["KnowledgeBaseController"]
 
@@ -36,11 +38,15 @@ class KnowledgeBaseController(Controller):
     ) -> KnowledgeBase:
         return await knowledge_bases.create(principal, data)
 
-    @get(summary="List the tenant's knowledge bases", responses=problem_responses(401, 403))
+    @get(summary="List the tenant's knowledge bases, a page at a time", responses=problem_responses(400, 401, 403))
     async def list(
-        self, principal: NamedDependency[Principal], knowledge_bases: NamedDependency[KnowledgeBases]
-    ) -> list[KnowledgeBase]:
-        return await knowledge_bases.list_all(principal)
+        self,
+        principal: NamedDependency[Principal],
+        knowledge_bases: NamedDependency[KnowledgeBases],
+        limit: Limit = DEFAULT_LIMIT,
+        cursor: Cursor = None,
+    ) -> KnowledgeBasePage:
+        return await knowledge_bases.list_page(principal, limit, cursor)
 
     @get("/{kb_id:str}", summary="A knowledge base with its document and chunk counts", responses=_ERRORS)
     async def detail(

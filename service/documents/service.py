@@ -16,7 +16,8 @@ from service.documents.uploads import Uploads
 from service.embeddings import Embeddings
 from service.errors import BadRequest, NotFound
 from service.knowledge_bases import KnowledgeBases
-from service.models import DocumentCreated, DocumentDetail, DocumentSummary
+from service.models import DocumentCreated, DocumentDetail, DocumentPage, DocumentSummary
+from service.pagination import after, page
 from service.store import DocumentRecord, Store, new_id, now
 from telemetry import Telemetry, stage
 
@@ -92,10 +93,15 @@ class Documents:
         instruments.ingested_bytes.add(record.bytes, tenant)
         return DocumentCreated(document_id=record.document_id, chunks=len(chunks), replaced=replaced)
 
-    async def list_all(self, principal: Principal, kb_id: str) -> list[DocumentSummary]:
+    async def list_page(self, principal: Principal, kb_id: str, limit: int, cursor: str | None) -> DocumentPage:
+        """``limit`` documents after ``cursor`` (oldest first), and the cursor of the next page."""
         await self._knowledge_bases.get(principal, kb_id)
-        records = await self._store.list_documents(principal.tenant_id, kb_id)
-        return [msgspec.convert(record, DocumentSummary, from_attributes=True) for record in records]
+        records = await self._store.list_documents(
+            principal.tenant_id, kb_id, after=after(cursor, "document_id"), limit=limit + 1
+        )
+        summaries = [msgspec.convert(record, DocumentSummary, from_attributes=True) for record in records]
+        items, next_cursor = page(summaries, limit, lambda d: (d.created_at, d.document_id))
+        return DocumentPage(data=items, next_cursor=next_cursor)
 
     async def get(self, principal: Principal, kb_id: str, document_id: str) -> DocumentDetail:
         """The document with its full text."""

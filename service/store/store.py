@@ -153,10 +153,17 @@ class Store:
         await self._kbs.add([msgspec.structs.asdict(record)])
         return record
 
-    async def list_kbs(self, tenant_id: str) -> list[KnowledgeBaseRecord]:
-        rows = await self._kbs.query().where(f"tenant_id = {sql_literal(tenant_id)}").to_list()
-        records = [msgspec.convert(row, KnowledgeBaseRecord) for row in rows]
-        return sorted(records, key=lambda r: (r.created_at, r.id))
+    async def list_kbs(
+        self, tenant_id: str, *, after: str | None = None, limit: int | None = None
+    ) -> list[KnowledgeBaseRecord]:
+        """The tenant's knowledge bases by creation time, then id; those matching ``after`` (a filter of
+        :mod:`service.pagination`), at most ``limit``."""
+        scope = f"tenant_id = {sql_literal(tenant_id)}" + (f" AND {after}" if after else "")
+        rows = await self._kbs.query().where(scope).to_list()
+        records = sorted(
+            (msgspec.convert(row, KnowledgeBaseRecord) for row in rows), key=lambda r: (r.created_at, r.id)
+        )
+        return records[:limit]
 
     async def get_kb(self, tenant_id: str, kb_id: str) -> KnowledgeBaseRecord | None:
         if not is_id(kb_id):
@@ -233,14 +240,14 @@ class Store:
         self._opened.maintenance.schedule()
         return replaced
 
-    async def list_documents(self, tenant_id: str, kb_id: str) -> list[DocumentRecord]:
-        rows = await (
-            self._chunks.query()
-            .where(f"{kb_filter(tenant_id, kb_id)} AND chunk_index = 0")
-            .select(DOCUMENT_COLUMNS)
-            .to_list()
-        )
-        return sorted((document_from_row(row) for row in rows), key=lambda d: (d.created_at, d.document_id))
+    async def list_documents(
+        self, tenant_id: str, kb_id: str, *, after: str | None = None, limit: int | None = None
+    ) -> list[DocumentRecord]:
+        """A knowledge base's documents by creation time, then id; those matching ``after``, at most ``limit``."""
+        scope = f"{kb_filter(tenant_id, kb_id)} AND chunk_index = 0" + (f" AND {after}" if after else "")
+        rows = await self._chunks.query().where(scope).select(DOCUMENT_COLUMNS).to_list()
+        documents = sorted((document_from_row(row) for row in rows), key=lambda d: (d.created_at, d.document_id))
+        return documents[:limit]
 
     async def get_document(self, tenant_id: str, kb_id: str, document_id: str) -> DocumentRecord | None:
         if not is_id(document_id):

@@ -385,7 +385,7 @@ def test_a_member_can_list_knowledge_bases_and_chat(admin: httpx.Client, client_
     reply = member.post("/v1/chat", json={"kb_id": kb, "question": "Where do visitors park?"})
 
     assert listed.status_code == 200, listed.text
-    assert kb in [item["id"] for item in listed.json()]
+    assert kb in [item["id"] for item in listed.json()["data"]]
     assert reply.status_code == 200, reply.text
     assert "north garage" in reply.json()["answer"]
     assert reply.json()["citations"][0]["title"] == "Parking"
@@ -523,7 +523,7 @@ def test_dev_mode_trusts_the_tenant_and_user_headers(dev_server: LiveServer) -> 
         listed = client.get("/v1/knowledge-bases")
 
     assert created.status_code == 201, created.text
-    assert created.json()["id"] in [item["id"] for item in listed.json()]
+    assert created.json()["id"] in [item["id"] for item in listed.json()["data"]]
 
 
 @pytest.mark.parametrize(

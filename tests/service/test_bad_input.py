@@ -26,7 +26,7 @@ assert_problem = partial(support.assert_problem, detail=True)
 def assert_nothing_stored(client: httpx.Client, kb_id: str) -> None:
     detail = client.get(f"/v1/knowledge-bases/{kb_id}").json()
     assert (detail["document_count"], detail["chunk_count"]) == (0, 0)
-    assert client.get(f"/v1/knowledge-bases/{kb_id}/documents").json() == []
+    assert client.get(f"/v1/knowledge-bases/{kb_id}/documents").json()["data"] == []
 
 
 # --- JSON bodies ---------------------------------------------------------------------------------------------
@@ -101,11 +101,11 @@ def test_unknown_fields_are_invalid_on_every_json_route(admin: httpx.Client, kb_
     "body", [{}, {"name": ""}, {"name": "   "}, {"name": 7}, {"name": "x" * 201}, {"name": "ok", "description": 3}]
 )
 def test_knowledge_bases_with_bad_fields_are_invalid_and_not_created(admin: httpx.Client, body: Any) -> None:
-    before = len(admin.get("/v1/knowledge-bases").json())
+    before = len(admin.get("/v1/knowledge-bases").json()["data"])
 
     assert_problem(admin.post("/v1/knowledge-bases", json=body), 400, INVALID)
 
-    assert len(admin.get("/v1/knowledge-bases").json()) == before
+    assert len(admin.get("/v1/knowledge-bases").json()["data"]) == before
 
 
 @pytest.mark.parametrize("question", ["", " ", "   \n\t  ", "q" * 4001, 42, None])

@@ -104,7 +104,8 @@ def test_list_shows_every_document_without_its_text(admin: httpx.Client, kb_id: 
     response = admin.get(documents_url(kb_id))
 
     assert response.status_code == 200
-    listed = response.json()
+    listed = response.json()["data"]
+    assert response.json()["next_cursor"] is None
     assert [d["document_id"] for d in listed] == [first["document_id"], second["document_id"]]
     assert [d["title"] for d in listed] == ["First", "Second"]
     assert [d["chunks"] for d in listed] == [first["chunks"], second["chunks"]]
@@ -116,7 +117,7 @@ def test_an_empty_knowledge_base_lists_no_documents(admin: httpx.Client, kb_id: 
     response = admin.get(documents_url(kb_id))
 
     assert response.status_code == 200
-    assert response.json() == []
+    assert response.json() == {"data": [], "next_cursor": None}
 
 
 def test_members_can_read_but_not_ingest_or_delete(client_for: ClientFactory, admin: httpx.Client, kb_id: str) -> None:
@@ -139,7 +140,7 @@ def test_delete_returns_204_then_the_document_is_gone_everywhere(admin: httpx.Cl
     assert deleted.content == b""
     assert_problem(admin.get(f"{documents_url(kb_id)}/vacation"), 404, "not-found")
     assert_problem(admin.delete(f"{documents_url(kb_id)}/vacation"), 404, "not-found")
-    assert [d["document_id"] for d in admin.get(documents_url(kb_id)).json()] == [keep["document_id"]]
+    assert [d["document_id"] for d in admin.get(documents_url(kb_id)).json()["data"]] == [keep["document_id"]]
     assert all(c["document_id"] != "vacation" for c in citations(admin, kb_id, "How many vacation days?"))
     assert counts(admin, kb_id) == (1, keep["chunks"])
 
@@ -172,7 +173,7 @@ def test_resending_an_id_replaces_the_document_without_duplicating_chunks(admin:
     assert counts(admin, kb_id) == (1, new["chunks"])
     detail = admin.get(f"{documents_url(kb_id)}/manual").json()
     assert (detail["title"], detail["text"], detail["metadata"]) == ("Manual v2", manual("bluefalcon", 3), {"v": 2})
-    assert [d["document_id"] for d in admin.get(documents_url(kb_id)).json()] == ["manual"]
+    assert [d["document_id"] for d in admin.get(documents_url(kb_id)).json()["data"]] == ["manual"]
     found = citations(admin, kb_id, "amberwolf bluefalcon harbour crane scheduling")
     assert len(found) == new["chunks"]
     assert all("bluefalcon" in c["text"] and "amberwolf" not in c["text"] for c in found)

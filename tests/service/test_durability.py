@@ -43,7 +43,7 @@ def test_concurrent_uploads_share_commits_and_all_land_once(tmp_path: Path) -> N
         with ThreadPoolExecutor(max_workers=16) as pool:
             statuses = list(pool.map(put, range(120)))
         commits = metric_total(client, "rag_vector_db_queries_total", operation="merge_insert") - commits_before
-        documents = client.get(documents_url(kb_id)).json()
+        documents = client.get(documents_url(kb_id), params={"limit": 1000}).json()["data"]
 
     assert statuses == [201] * 120
     assert sorted(document["document_id"] for document in documents) == sorted(f"study-{n}" for n in range(120))
@@ -61,7 +61,7 @@ def test_uploads_of_the_same_documents_replace_them_and_never_duplicate(server: 
 
         with ThreadPoolExecutor(max_workers=8) as pool:
             statuses = list(pool.map(put, itertools.product(range(3), range(10))))
-        listed = client.get(documents_url(kb_id)).json()
+        listed = client.get(documents_url(kb_id), params={"limit": 1000}).json()["data"]
 
         assert statuses == [201] * 30
         assert counts(client, kb_id) == (10, 10)
@@ -107,7 +107,7 @@ def test_every_acknowledged_document_survives_a_kill_9_whole_and_nothing_is_half
 
     assert len(survivors_expected) >= 80
     with serving_process(data, **GENEROUS_LIMITS) as restarted, restarted.client(auth()) as client:
-        listed = client.get(documents_url(kb_id)).json()
+        listed = client.get(documents_url(kb_id), params={"limit": 1000}).json()["data"]
         stored = {document["document_id"]: document for document in listed}
         documents, chunks = counts(client, kb_id)
         for document_id, text in survivors_expected.items():

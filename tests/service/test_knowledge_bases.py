@@ -59,16 +59,16 @@ def test_list_holds_exactly_the_callers_tenant_knowledge_bases(client_for: Clien
     globex_list = globex.get("/v1/knowledge-bases")
 
     assert acme_list.status_code == 200
-    assert [kb["id"] for kb in acme_list.json()] == acme_ids
-    assert [kb["name"] for kb in acme_list.json()] == ["acme 0", "acme 1", "acme 2"]
-    assert [kb["id"] for kb in globex_list.json()] == [globex_id]
+    assert [kb["id"] for kb in acme_list.json()["data"]] == acme_ids
+    assert [kb["name"] for kb in acme_list.json()["data"]] == ["acme 0", "acme 1", "acme 2"]
+    assert [kb["id"] for kb in globex_list.json()["data"]] == [globex_id]
 
 
 def test_a_new_tenant_lists_no_knowledge_bases(client_for: ClientFactory) -> None:
     response = client_for(fresh_tenant()).get("/v1/knowledge-bases")
 
     assert response.status_code == 200
-    assert response.json() == []
+    assert response.json() == {"data": [], "next_cursor": None}
 
 
 def test_members_can_list_and_read_knowledge_bases(client_for: ClientFactory) -> None:
@@ -76,7 +76,7 @@ def test_members_can_list_and_read_knowledge_bases(client_for: ClientFactory) ->
     kb = client_for(tenant).post("/v1/knowledge-bases", json={"name": "shared"}).json()
     member = client_for(tenant, "bob", ("member",))
 
-    assert [item["id"] for item in member.get("/v1/knowledge-bases").json()] == [kb["id"]]
+    assert [item["id"] for item in member.get("/v1/knowledge-bases").json()["data"]] == [kb["id"]]
     assert member.get(f"/v1/knowledge-bases/{kb['id']}").status_code == 200
 
 
@@ -130,7 +130,7 @@ def test_delete_returns_204_then_the_knowledge_base_and_its_documents_are_not_fo
     assert_problem(admin.get(f"/v1/knowledge-bases/{kb_id}/documents/{document['document_id']}"), 404, "not-found")
     assert_problem(admin.post("/v1/chat", json=chat), 404, "not-found")
     assert_problem(admin.delete(f"/v1/knowledge-bases/{kb_id}"), 404, "not-found")
-    assert kb_id not in [kb["id"] for kb in admin.get("/v1/knowledge-bases").json()]
+    assert kb_id not in [kb["id"] for kb in admin.get("/v1/knowledge-bases").json()["data"]]
 
 
 def test_deleting_one_knowledge_base_keeps_the_others_searchable(admin: httpx.Client, kb_id: str) -> None:
@@ -176,4 +176,4 @@ def test_members_cannot_create_or_delete_knowledge_bases(client_for: ClientFacto
     for response in (created, deleted):
         assert response.status_code == 403, response.text
         assert response.json()["type"] == PROBLEM_BASE + "forbidden"
-    assert [kb["id"] for kb in member.get("/v1/knowledge-bases").json()] == [kb_id]
+    assert [kb["id"] for kb in member.get("/v1/knowledge-bases").json()["data"]] == [kb_id]

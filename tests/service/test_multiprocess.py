@@ -92,7 +92,7 @@ def test_concurrent_writers_in_two_processes_neither_lose_nor_duplicate_document
 
     assert statuses == [201] * len(jobs)
     time.sleep(0.6)  # past the read-consistency interval
-    documents = first.get(f"/v1/knowledge-bases/{kb_id}/documents").json()
+    documents = first.get(f"/v1/knowledge-bases/{kb_id}/documents").json()["data"]
     ids = sorted(d["document_id"] for d in documents)
     assert ids == sorted({"shared-doc"} | {f"doc-{n}" for n in range(24) if n % 2})
     detail = second.get(f"/v1/knowledge-bases/{kb_id}").json()

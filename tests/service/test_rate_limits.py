@@ -250,7 +250,7 @@ def test_an_ingest_over_the_user_minute_limit_is_a_429_problem_and_stores_nothin
         ingest(alice, kb_id, title="First", text=HANDBOOK, id="first")
 
         refused = alice.post(documents_url(kb_id), json={"title": "Second", "text": HANDBOOK, "id": "second"})
-        stored = alice.get(documents_url(kb_id)).json()
+        stored = alice.get(documents_url(kb_id)).json()["data"]
 
     assert_refused(refused, "user-minute")
     assert [document["document_id"] for document in stored] == ["first"]

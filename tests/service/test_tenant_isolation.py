@@ -106,7 +106,7 @@ def test_another_tenant_gets_404_on_every_route_for_real_ids(tenant_a: TenantDat
 
 
 def test_another_tenant_never_lists_foreign_knowledge_bases(tenant_a: TenantData, tenant_b: httpx.Client) -> None:
-    listed = tenant_b.get("/v1/knowledge-bases").json()
+    listed = tenant_b.get("/v1/knowledge-bases").json()["data"]
 
     assert [kb["name"] for kb in listed] == ["mallory's own"]
     assert tenant_a.kb_id not in {kb["id"] for kb in listed}
@@ -115,7 +115,7 @@ def test_another_tenant_never_lists_foreign_knowledge_bases(tenant_a: TenantData
 def test_the_same_user_name_in_another_tenant_sees_nothing(tenant_a: TenantData, client_for: ClientFactory) -> None:
     namesake = client_for(fresh_tenant(), "alice", ("admin",))
 
-    assert namesake.get("/v1/knowledge-bases").json() == []
+    assert namesake.get("/v1/knowledge-bases").json()["data"] == []
     assert namesake.get(f"/v1/knowledge-bases/{tenant_a.kb_id}").status_code == 404
     assert_intact(tenant_a)
 
@@ -164,7 +164,7 @@ def test_a_crafted_document_id_in_the_body_is_refused_and_nothing_is_stored(craf
     for response in (as_json, as_form):
         assert is_problem(response, 400, 422), (response.status_code, response.text)
         assert response.json()["type"] == PROBLEM_BASE + "invalid-request"
-    assert [d["document_id"] for d in tenant_a.client.get(url).json()] == [tenant_a.document_id]
+    assert [d["document_id"] for d in tenant_a.client.get(url).json()["data"]] == [tenant_a.document_id]
     assert_intact(tenant_a)
 
 

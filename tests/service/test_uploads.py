@@ -104,7 +104,7 @@ def test_a_docx_table_is_searchable_row_by_row(library: tuple[httpx.Client, str]
 
 def test_an_html_page_is_stored_without_its_scripts_navigation_and_footer(library: tuple[httpx.Client, str]) -> None:
     client, kb_id = library
-    documents = client.get(documents_url(kb_id)).json()
+    documents = client.get(documents_url(kb_id)).json()["data"]
     travel = next(document for document in documents if document["title"] == "travel")
 
     text = client.get(f"{documents_url(kb_id)}/{travel['document_id']}").json()["text"]
