@@ -214,10 +214,11 @@ async def _latency(redis_url: str, kb_id: str, iterations: int, scratch: str) ->
         # As the chat route does it: the rate-limit script and the answer cache's keys in one call, then the
         # answer served from what that call read.
         started = time.perf_counter()
-        keys = chat.read_keys(principal, request)
+        question = await chat.question(principal, request)
+        keys = chat.read_keys(principal, question)
         decision = await limiter.check(principal.tenant_id, principal.user_id, "chat", keys)
         try:
-            cached = (await chat.answer(principal, request, decision.read)).cached
+            cached = (await chat.answer(principal, question, decision.read)).cached
         except NotFound:  # a miss: this process's own (empty) store does not hold the server's knowledge base
             cached = False
         sequences.append(time.perf_counter() - started)

@@ -20,6 +20,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from service import __version__
 from service.api import (
+    ConversationController,
     DocumentController,
     KnowledgeBaseController,
     chat,
@@ -72,7 +73,16 @@ def app_for(container: Container) -> Litestar:
 
     v1 = Router(
         path="/v1",
-        route_handlers=[KnowledgeBaseController, DocumentController, chat, search, reindex, models, chat_completions],
+        route_handlers=[
+            KnowledgeBaseController,
+            DocumentController,
+            chat,
+            ConversationController,
+            search,
+            reindex,
+            models,
+            chat_completions,
+        ],
         guards=[authentication_guard(container.authenticator, observed)],
         dependencies={"principal": Provide(provide_principal, sync_to_thread=False)},
         security=[{"bearer": []}],
@@ -83,6 +93,7 @@ def app_for(container: Container) -> Litestar:
             "knowledge_bases": _provide(container.knowledge_bases),
             "documents": _provide(container.documents),
             "chat": _provide(container.chat),
+            "conversations": _provide(container.conversations),
             "search": _provide(container.search),
             "reindexing": _provide(container.reindexing),
             "completions": _provide(container.completions),

@@ -20,8 +20,10 @@ from service.auth import Authenticator, DevHeaderAuthenticator, JWTAuthenticator
 from service.cache import Cache
 from service.chat import Answering, Chat, Retriever
 from service.config import Settings
+from service.conversations import Conversations
 from service.documents import Documents, Uploads
 from service.embeddings import Embeddings
+from service.idempotency import Idempotency
 from service.knowledge_bases import KnowledgeBases
 from service.limits import RateLimiter, load_overrides
 from service.openai_compat import Completions
@@ -55,6 +57,7 @@ class Container:
     knowledge_bases: KnowledgeBases
     documents: Documents
     chat: Chat
+    conversations: Conversations
     search: Search
     reindexing: Reindexing
     completions: Completions
@@ -139,7 +142,10 @@ def build_container(
         else None
     )
     embeddings = Embeddings(chosen.embedder, observed, prices)
-    knowledge_bases = KnowledgeBases(store, cache, embeddings.model, fresh_for_s=settings.storage.read_consistency_s)
+    idempotency = Idempotency(shared.records)
+    knowledge_bases = KnowledgeBases(
+        store, cache, idempotency, embeddings.model, fresh_for_s=settings.storage.read_consistency_s
+    )
     rag = settings.rag
     retriever = Retriever(
         store, embeddings, cache, observed, min_similarity=min_similarity(settings), lexical_weight=rag.lexical_weight
@@ -147,7 +153,10 @@ def build_container(
     answering = Answering(
         chosen.answerer, cache, observed, prices, embedding_model=embeddings.model, retrieval=retriever.version
     )
-    chat = Chat(knowledge_bases, retriever, answering, default_top_k=rag.default_top_k)
+    conversations = Conversations(
+        shared.records, max_turns=settings.conversations.max_turns, ttl_s=settings.conversations.ttl_s
+    )
+    chat = Chat(knowledge_bases, retriever, answering, conversations, default_top_k=rag.default_top_k)
     return Container(
         settings=settings,
         telemetry=observed,
@@ -164,10 +173,12 @@ def build_container(
             embeddings,
             cache,
             Uploads(settings.parsing, observed),
+            idempotency=idempotency,
             settings=rag,
             telemetry=observed,
         ),
         chat=chat,
+        conversations=conversations,
         completions=Completions(knowledge_bases, chat, sources=rag.openai_sources),
         search=Search(knowledge_bases, retriever, default_top_k=rag.default_top_k),
         reindexing=Reindexing(knowledge_bases, store, embeddings, cache, observed),

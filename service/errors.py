@@ -27,6 +27,8 @@ __all__ = [
     "DocumentTooLarge",
     "EncryptedDocument",
     "Forbidden",
+    "IdempotencyKeyInUse",
+    "IdempotencyKeyReused",
     "NeedsOcr",
     "NotFound",
     "ParseTimeout",
@@ -37,6 +39,7 @@ __all__ = [
     "RagwatchError",
     "RateLimited",
     "RateLimiterUnavailable",
+    "SharedStateUnavailable",
     "Unauthorized",
     "UnreadableDocument",
     "UnsupportedMediaType",
@@ -91,6 +94,17 @@ class Conflict(RagwatchError):
     status, slug, title = 409, "conflict", "The resource is in a conflicting state"
 
 
+class IdempotencyKeyInUse(RagwatchError):
+    status, slug, title = 409, "idempotency-key-in-use", "A request with this Idempotency-Key is still running"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"Retry-After": "1"})
+
+
+class IdempotencyKeyReused(RagwatchError):
+    status, slug, title = 422, "idempotency-key-reused", "The Idempotency-Key was used for another request"
+
+
 class UnsupportedMediaType(RagwatchError):
     status, slug, title = 415, "unsupported-media-type", "Unsupported content type"
 
@@ -121,6 +135,15 @@ class RateLimited(RagwatchError):
 
 class RateLimiterUnavailable(RagwatchError):
     status, slug, title = 503, "rate-limiter-unavailable", "The rate limiter is unavailable"
+
+
+class SharedStateUnavailable(RagwatchError):
+    """Redis, which holds what every replica must see alike (conversations, idempotent results), is down."""
+
+    status, slug, title = 503, "shared-state-unavailable", "Shared state is unavailable"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"Retry-After": "1"})
 
 
 # --- the LLM provider's fault ---------------------------------------------------------------------------

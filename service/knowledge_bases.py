@@ -10,6 +10,7 @@ from cachetools import TTLCache
 from service.auth import Principal
 from service.cache import Cache
 from service.errors import Conflict, NotFound
+from service.idempotency import Idempotency, Replayable
 from service.models import KnowledgeBase, KnowledgeBaseCreate, KnowledgeBaseDetail, KnowledgeBasePage
 from service.pagination import after, page
 from service.store import KnowledgeBaseRecord, Store
@@ -27,20 +28,43 @@ class KnowledgeBases:
     every chat, search and upload a LanceDB query.
     """
 
-    def __init__(self, store: Store, cache: Cache, embedding_model: str, *, fresh_for_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        store: Store,
+        cache: Cache,
+        idempotency: Idempotency,
+        embedding_model: str,
+        *,
+        fresh_for_s: float = 0.5,
+    ) -> None:
         self._store = store
         self._cache = cache
+        self._idempotency = idempotency
         self._embedding_model = embedding_model
         self._found: TTLCache[tuple[str, str], KnowledgeBaseRecord | None] | None = (
             TTLCache(maxsize=10_000, ttl=fresh_for_s, timer=time.monotonic) if fresh_for_s > 0 else None
         )
 
-    async def create(self, principal: Principal, data: KnowledgeBaseCreate) -> KnowledgeBase:
-        """A new knowledge base, bound to the embedder the service uses now."""
-        record = await self._store.create_kb(
-            principal.tenant_id, data.name.strip(), data.description, self._embedding_model
+    async def create(
+        self, principal: Principal, data: KnowledgeBaseCreate, idempotency_key: str | None = None
+    ) -> Replayable[KnowledgeBase]:
+        """A new knowledge base, bound to the embedder the service uses now; for a repeat of
+        ``idempotency_key``, the one its first request created."""
+
+        async def create() -> KnowledgeBase:
+            name = data.name.strip()
+            return _public(
+                await self._store.create_kb(principal.tenant_id, name, data.description, self._embedding_model)
+            )
+
+        return await self._idempotency.once(
+            principal,
+            idempotency_key,
+            operation="kb.create",
+            request=[msgspec.json.encode(data)],
+            compute=create,
+            result_type=KnowledgeBase,
         )
-        return _public(record)
 
     async def list_all(self, principal: Principal) -> list[KnowledgeBase]:
         return [_public(record) for record in await self._store.list_kbs(principal.tenant_id)]

@@ -11,6 +11,8 @@ __all__ = [
     "MAX_TITLE_LENGTH",
     "ChatRequest",
     "ChatResponse",
+    "Conversation",
+    "ConversationTurn",
     "DocumentCreate",
     "DocumentCreated",
     "DocumentPage",
@@ -108,6 +110,9 @@ class ChatRequest(msgspec.Struct, forbid_unknown_fields=True):
     question: Annotated[NonBlank, msgspec.Meta(max_length=4000)]
     top_k: Annotated[int, msgspec.Meta(ge=1, le=50)] | None = None
     stream: bool = False
+    conversation_id: Identifier | None = None
+    """Keep this turn in the caller's conversation of this id (the client picks it), and read the question in
+    the context of its earlier turns."""
 
 
 class Passage(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -141,6 +146,25 @@ class ChatResponse(msgspec.Struct):
     trace_id: str
     cached: bool
     """Whether the answer came from the answer cache (no LLM call was made for this request)."""
+    finish_reason: str = "stop"
+    """``stop``, or ``length`` when the answer was cut at the requested token limit."""
+    conversation_id: str | None = None
+    """The conversation this turn was kept in, when the request named one."""
+
+
+class ConversationTurn(msgspec.Struct):
+    question: str
+    answer: str
+    citations: list[Passage]
+    trace_id: str
+    """The trace of the request that answered it."""
+    created_at: str
+
+
+class Conversation(msgspec.Struct):
+    id: str
+    turns: list[ConversationTurn]
+    """Oldest first; the last ``RAGWATCH_CONVERSATION_MAX_TURNS``."""
 
 
 class SearchRequest(msgspec.Struct, forbid_unknown_fields=True):

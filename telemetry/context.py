@@ -36,8 +36,8 @@ def current_request() -> RequestContext | None:
 
 
 def update_request(**fields: Any) -> None:
-    """Add fields to the request's log context, and the tenant, knowledge base and answer cache outcome to its
-    server span."""
+    """Add fields to the request's log context, and the tenant, knowledge base, answer cache outcome and
+    conversation to its server span."""
     context = _current.get()
     if context is None:
         return
@@ -50,3 +50,5 @@ def update_request(**fields: Any) -> None:
             span.set_attribute("rag.kb.id", fields["kb_id"])
         if "cache" in fields:
             span.set_attribute("rag.cache.outcome", fields["cache"])
+        if "conversation_id" in fields:
+            span.set_attribute("gen_ai.conversation.id", fields["conversation_id"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +18,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
+from telemetry.context import current_request
 from telemetry.setup import Telemetry
 
 __all__ = ["GenAICall", "db_query", "describe_stage", "genai_call", "record_error", "stage"]
@@ -113,7 +114,10 @@ class GenAICall:
         tenant_id: str,
         remote: bool,
         input_text: str | None = None,
+        request: Mapping[str, Any] | None = None,
     ) -> None:
+        """``request``: span-only attributes of the call (``gen_ai.request.max_tokens``…), never metric labels;
+        the request's conversation (``gen_ai.conversation.id``) is added to them."""
         self._telemetry = telemetry
         self._tenant_id = tenant_id
         self._input_text = input_text
@@ -122,8 +126,12 @@ class GenAICall:
             "gen_ai.provider.name": provider,
             "gen_ai.request.model": model,
         }
+        span_attributes = {**self._attributes, **(request or {})}
+        context = current_request()
+        if context is not None and "conversation_id" in context.fields:
+            span_attributes["gen_ai.conversation.id"] = context.fields["conversation_id"]
         self.span = telemetry.tracer.start_span(
-            f"{operation} {model}", kind=SpanKind.CLIENT if remote else SpanKind.INTERNAL, attributes=self._attributes
+            f"{operation} {model}", kind=SpanKind.CLIENT if remote else SpanKind.INTERNAL, attributes=span_attributes
         )
         self.started_at = time.perf_counter()
         self.response_model: str | None = None
@@ -172,9 +180,19 @@ def genai_call(
     tenant_id: str,
     remote: bool,
     input_text: str | None = None,
+    request: Mapping[str, Any] | None = None,
 ) -> Iterator[GenAICall]:
     """A :class:`GenAICall` that is current, and ended, around one block."""
-    call = GenAICall(telemetry, operation, provider, model, tenant_id=tenant_id, remote=remote, input_text=input_text)
+    call = GenAICall(
+        telemetry,
+        operation,
+        provider,
+        model,
+        tenant_id=tenant_id,
+        remote=remote,
+        input_text=input_text,
+        request=request,
+    )
     try:
         with call.active():
             yield call

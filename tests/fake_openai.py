@@ -47,6 +47,7 @@ __all__ = [
     "RecordedRequest",
     "RecordedStream",
     "fake_openai",
+    "is_rewrite",
     "openai_env",
     "running_fake_openai",
 ]
@@ -141,6 +142,9 @@ class FakeOpenAI:
         """Send this many chunks of a stream, then a ``data:`` line that is not JSON."""
         self.reverse_embedding_order = False
         """List embeddings last input first (each still carries its ``index``)."""
+        self.standalone: str | None = None
+        """The content of a question-rewrite call (its system message asks for a standalone question);
+        ``None``: ``"Standalone: <the follow-up>"``."""
 
     # --- knobs ---------------------------------------------------------------------------------------------
 
@@ -305,13 +309,17 @@ class FakeOpenAI:
         }
 
     def _answer_to(self, body: dict[str, Any]) -> str:
-        """The content of the completion asked for by ``body``: ``answer``, or the echo of its question."""
-        if not self.echo_question:
-            return self.answer
-        user_messages = [m for m in body.get("messages") or [] if isinstance(m, dict) and m.get("role") == "user"]
+        """The content of the completion asked for by ``body``: ``answer``, or the echo of its question; for a
+        question-rewrite call, ``standalone``."""
+        messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
+        user_messages = [m for m in messages if m.get("role") == "user"]
         content = user_messages[-1].get("content") if user_messages else ""
         if not isinstance(content, str):  # content parts: their text, in order
             content = "".join(part.get("text", "") for part in content or [] if isinstance(part, dict))
+        if is_rewrite(body):
+            return self.standalone or "Standalone: " + content.rpartition("Follow-up question: ")[2].strip()
+        if not self.echo_question:
+            return self.answer
         _, found, question = content.rpartition("Question: ")
         return ECHO_PREFIX + (question if found else content).strip()
 
@@ -405,6 +413,12 @@ async def _send_raw_json(
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+def is_rewrite(body: dict[str, Any]) -> bool:
+    """Whether a chat call asks for a follow-up to be made standalone (ragwatch's rewrite prompt)."""
+    messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
+    return bool(messages) and messages[0].get("role") == "system" and "standalone" in str(messages[0].get("content"))
 
 
 def openai_env(base_url: str, **overrides: str) -> dict[str, str]:

@@ -1,6 +1,7 @@
 """HTTP routes. Handlers stay thin: they read the request and hand it to the one domain service they ask for."""
 
 from service.api.chat import chat
+from service.api.conversations import ConversationController
 from service.api.documents import DocumentController
 from service.api.health import live, ready
 from service.api.knowledge_bases import KnowledgeBaseController
@@ -10,6 +11,7 @@ from service.api.reindex import reindex
 from service.api.search import search
 
 __all__ = [
+    "ConversationController",
     "DocumentController",
     "KnowledgeBaseController",
     "chat",

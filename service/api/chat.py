@@ -33,8 +33,10 @@ _encode = msgspec.json.Encoder().encode
     summary="Answer a question from a knowledge base, with citations",
     description=(
         "With `stream: true` or `Accept: text/event-stream` the answer arrives as Server-Sent Events: "
-        "`delta` events `{text}`, then one `done` event `{citations, model, usage, trace_id}`; a failure "
-        "after the stream started arrives as an `error` event holding a problem object."
+        "`delta` events `{text}`, then one `done` event `{citations, model, usage, trace_id, cached, "
+        "finish_reason, conversation_id}`; a failure after the stream started arrives as an `error` event "
+        "holding a problem object. With `conversation_id` the question is read in the conversation's earlier "
+        "questions, and the answer kept as its next turn (`GET /v1/conversations/{id}`)."
     ),
     responses={
         200: ResponseSpec(data_container=ChatResponse, description="The answer (JSON or an SSE stream)"),
@@ -47,10 +49,11 @@ async def chat(
     # The caller comes from ``request.user`` rather than the ``principal`` dependency the other routes take:
     # with two dependencies Litestar resolves them in an anyio task group, on every chat. The rate limit
     # reads the answer cache's keys in its own round trip to Redis.
-    prefetched = await admit(request, "chat", chat.read_keys(request.user, data))
+    question = await chat.question(request.user, data)
+    prefetched = await admit(request, "chat", chat.read_keys(request.user, question))
     if not (data.stream or "text/event-stream" in request.headers.get("accept", "")):
-        return Response(await chat.answer(request.user, data, prefetched))
-    return await stream(chat.events(request.user, data, prefetched))
+        return Response(await chat.answer(request.user, question, prefetched))
+    return await stream(chat.events(request.user, question, prefetched))
 
 
 async def stream(events: AsyncGenerator[AnswerDelta | AnswerDone, None]) -> Response[Any]:

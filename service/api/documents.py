@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from litestar import Controller, Request, delete, get, post
+from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency, Provide
 from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 from litestar.params import FromPath
 
 from service.api.hooks import rate_limited
+from service.api.idempotency import IdempotencyKey, created
 from service.api.paging import Cursor, Limit
 from service.auth import Principal, requires_admin, requires_member
 from service.documents import Documents, FileSubmission, JsonSubmission, Submission
@@ -95,7 +96,7 @@ class DocumentController(Controller):
         operation_class=IngestOperation,
         dependencies={"json_body_schema": Provide(_json_body_schema)},
         summary="Ingest a document; an existing id replaces it atomically",
-        responses=problem_responses(400, 401, 403, 404, 413, 415, 422, 429, 503),
+        responses=problem_responses(400, 401, 403, 404, 409, 413, 415, 422, 429, 503),
     )
     async def ingest(
         self,
@@ -103,8 +104,9 @@ class DocumentController(Controller):
         request: Request[Any, Any, Any],
         principal: NamedDependency[Principal],
         documents: NamedDependency[Documents],
-    ) -> DocumentCreated:
-        return await documents.ingest(principal, kb_id, read_submission(request))
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[DocumentCreated]:
+        return created(await documents.ingest(principal, kb_id, read_submission(request), idempotency_key))
 
     @get(summary="List a knowledge base's documents, a page at a time", responses=_ERRORS)
     async def list(

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from litestar import Controller, delete, get, post
+from litestar import Controller, Response, delete, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
 from service.api.hooks import require_json
+from service.api.idempotency import IdempotencyKey, created
 from service.api.paging import Cursor, Limit
 from service.auth import Principal, requires_admin, requires_member
 from service.errors import problem_responses
@@ -28,15 +29,16 @@ class KnowledgeBaseController(Controller):
         guards=[requires_admin],
         before_request=require_json,
         summary="Create a knowledge base",
-        responses=problem_responses(400, 401, 403, 413, 415),
+        responses=problem_responses(400, 401, 403, 409, 413, 415, 422, 503),
     )
     async def create(
         self,
         data: JSONBody[KnowledgeBaseCreate],
         principal: NamedDependency[Principal],
         knowledge_bases: NamedDependency[KnowledgeBases],
-    ) -> KnowledgeBase:
-        return await knowledge_bases.create(principal, data)
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[KnowledgeBase]:
+        return created(await knowledge_bases.create(principal, data, idempotency_key))
 
     @get(summary="List the tenant's knowledge bases, a page at a time", responses=problem_responses(400, 401, 403))
     async def list(

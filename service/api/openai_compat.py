@@ -93,13 +93,13 @@ async def chat_completions(
     request: Request[Principal, Any, Any],
     completions: NamedDependency[Completions],
 ) -> Response[Any]:
-    asked, context = completions.chat_request(data), completions.context(data)
-    prefetched = await admit(request, "chat", completions.read_keys(request.user, asked, context))
+    question = completions.question(data)
+    prefetched = await admit(request, "chat", completions.read_keys(request.user, question))
     if not data.stream:
-        answer: Completion = await completions.complete(request.user, asked, prefetched, context)
+        answer: Completion = await completions.complete(request.user, question, prefetched)
         return Response(answer)
     usage = data.stream_options is not None and data.stream_options.include_usage
-    payloads = await completions.chunks(request.user, asked, prefetched, context, usage=usage)
+    payloads = await completions.chunks(request.user, question, prefetched, usage=usage)
     return ServerSentEvent(_events(payloads), headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 

@@ -5,6 +5,7 @@ from service.chat.answering import Answering
 from service.chat.answers import AnswerDelta, AnswerDone, AnswerRecord
 from service.chat.flow import Chat
 from service.chat.fusion import weighted_fusion
+from service.chat.question import Question
 from service.chat.retriever import Retriever
 
-__all__ = ["AnswerDelta", "AnswerDone", "AnswerRecord", "Answering", "Chat", "Retriever", "weighted_fusion"]
+__all__ = ["AnswerDelta", "AnswerDone", "AnswerRecord", "Answering", "Chat", "Question", "Retriever", "weighted_fusion"]

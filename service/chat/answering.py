@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from dataclasses import replace
 
 import anyio
 
 from service.cache import Cache, Lookup, normalize_question
 from service.chat.answers import AnswerDelta, AnswerRecord, encode_record
+from service.chat.question import Question
 from service.models import Passage
 from service.pricing import PriceTable
-from service.providers import NO_ANSWER, PROMPT_VERSION, Answer, Answerer, AnswerStream
+from service.providers import NO_ANSWER, PROMPT_VERSION, Answer, Answerer, AnswerStream, Generation, QuestionRewriter
 from service.providers.base import is_remote
 from service.singleflight import SingleFlight
-from telemetry import GenAICall, Telemetry, stage, update_request
+from telemetry import GenAICall, Telemetry, genai_call, stage, update_request
 
 __all__ = ["Answering"]
 
@@ -43,46 +45,39 @@ class Answering:
         self._prices = prices
         self._embedding_model = embedding_model
         self._retrieval = retrieval
+        self._rewriter = answerer if isinstance(answerer, QuestionRewriter) else None
         self._flights: SingleFlight[AnswerRecord] = SingleFlight()
         telemetry.instruments.declare_model("chat", answerer.provider, answerer.model)
 
     # --- the answer cache and single flight --------------------------------------------------------------
 
-    def read_keys(
-        self, tenant_id: str, kb_id: str, question: str, top_k: int, context: Sequence[str] = ()
-    ) -> list[str]:
+    def read_keys(self, tenant_id: str, question: Question) -> list[str]:
         """The keys the answer cache reads for this question, for the rate limiter to read in its round trip."""
-        return self._cache.read_keys("answers", tenant_id, self._parts(question, top_k, context), kb_id=kb_id)
+        return self._cache.read_keys("answers", tenant_id, self._parts(question), kb_id=question.kb_id)
 
-    async def lookup(
-        self,
-        tenant_id: str,
-        kb_id: str,
-        question: str,
-        top_k: int,
-        prefetched: Sequence[bytes | None] | None,
-        *,
-        context: Sequence[str] = (),
-    ) -> Lookup:
+    async def lookup(self, tenant_id: str, question: Question, prefetched: Sequence[bytes | None] | None) -> Lookup:
         """The cached answer, if any; its outcome goes on the request's server span and log records."""
-        parts = self._parts(question, top_k, context)
-        lookup = await self._cache.lookup("answers", tenant_id, parts, kb_id=kb_id, prefetched=prefetched)
+        parts = self._parts(question)
+        lookup = await self._cache.lookup("answers", tenant_id, parts, kb_id=question.kb_id, prefetched=prefetched)
         update_request(cache=lookup.outcome)
         return lookup
 
-    def _parts(self, question: str, top_k: int, context: Sequence[str]) -> list[str]:
+    def _parts(self, question: Question) -> list[str]:
         """What decides an answer, besides the tenant and the knowledge base (and its generation); the earlier
-        questions of a conversation only when there are some, so a lone question keeps its keys."""
+        questions of a conversation and the generation options only when there are some, so a lone question
+        keeps its keys."""
         answerer = self._answerer
         parts = [
-            normalize_question(question),
-            str(top_k),
+            normalize_question(question.text),
+            str(question.top_k),
             self._embedding_model,
             f"{answerer.provider}/{answerer.model}/{answerer.version}",
             PROMPT_VERSION,
             self._retrieval,
         ]
-        return parts + [f"earlier: {normalize_question(turn)}" for turn in context]
+        if generation := question.generation.key():
+            parts.append(generation)
+        return parts + [f"earlier: {normalize_question(turn)}" for turn in question.context]
 
     async def generation(self, lookup: Lookup) -> str | None:
         """The knowledge base's generation to compute the missed answer in (``None``: do not cache it)."""
@@ -108,25 +103,48 @@ class Answering:
 
     # --- the LLM call ----------------------------------------------------------------------------------------
 
+    async def standalone(self, tenant_id: str, question: Question) -> Question:
+        """A follow-up made standalone by the LLM (one GenAI call), when the answerer can; then retrieval and
+        the answer read the rewritten question alone. Otherwise ``question`` as it is: retrieval weighs its
+        earlier questions in."""
+        rewriter = self._rewriter
+        if not question.context or rewriter is None:
+            return question
+        answerer = self._answerer
+        request = {"gen_ai.request.temperature": 0.0, "rag.llm.step": "rewrite"}
+        with genai_call(
+            self._telemetry,
+            "chat",
+            answerer.provider,
+            answerer.model,
+            tenant_id=tenant_id,
+            remote=is_remote(answerer),
+            input_text=question.text,
+            request=request,
+        ) as call:
+            rewritten = await rewriter.rewrite(question.text, question.context)
+            self._describe(call, rewritten)
+        return replace(question, text=rewritten.text, context=())
+
     def no_answer(self) -> Answer:
         """Nothing relevant was retrieved: say so without spending an LLM call."""
         return Answer(text=NO_ANSWER, model=self._answerer.model, input_tokens=0, output_tokens=0, finish_reason="stop")
 
     async def generate(
-        self, tenant_id: str, question: str, passages: Sequence[Passage], *, stream: bool
+        self, tenant_id: str, question: str, passages: Sequence[Passage], *, stream: bool, generation: Generation
     ) -> AsyncGenerator[AnswerDelta | Answer, None]:
         """Deltas of the answer, then the whole :class:`Answer`, unless the stream ends early (the caller closed
         it: the upstream call is closed too). ``stream=False`` asks the provider for the whole answer at once."""
         if not stream:
-            answer = await self._answer(tenant_id, question, passages)
+            answer = await self._answer(tenant_id, question, passages, generation)
             yield AnswerDelta(answer.text)
             yield answer
             return
-        call = self._call(tenant_id, question)
+        call = self._call(tenant_id, question, generation)
         upstream: AnswerStream | None = None
         try:
             with call.active():
-                upstream = await self._answerer.stream(question, passages)
+                upstream = await self._answerer.stream(question, passages, generation)
             async for delta in upstream:
                 call.first_token()
                 yield AnswerDelta(delta)
@@ -144,11 +162,13 @@ class Answering:
         if upstream.result is not None:
             yield upstream.result
 
-    async def _answer(self, tenant_id: str, question: str, passages: Sequence[Passage]) -> Answer:
-        call = self._call(tenant_id, question)
+    async def _answer(
+        self, tenant_id: str, question: str, passages: Sequence[Passage], generation: Generation
+    ) -> Answer:
+        call = self._call(tenant_id, question, generation)
         try:
             with call.active():
-                answer = await self._answerer.answer(question, passages)
+                answer = await self._answerer.answer(question, passages, generation)
             call.first_token()
         except BaseException as exc:
             call.fail(exc)
@@ -159,8 +179,13 @@ class Answering:
             call.end()
         return answer
 
-    def _call(self, tenant_id: str, question: str) -> GenAICall:
+    def _call(self, tenant_id: str, question: str, generation: Generation) -> GenAICall:
         answerer = self._answerer
+        request: dict[str, float | int] = {}
+        if generation.max_tokens is not None:
+            request["gen_ai.request.max_tokens"] = generation.max_tokens
+        if generation.temperature is not None:
+            request["gen_ai.request.temperature"] = generation.temperature
         return GenAICall(
             self._telemetry,
             "chat",
@@ -169,6 +194,7 @@ class Answering:
             tenant_id=tenant_id,
             remote=is_remote(answerer),
             input_text=question,
+            request=request,
         )
 
     def _describe(self, call: GenAICall, answer: Answer) -> None:

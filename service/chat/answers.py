@@ -27,6 +27,8 @@ class AnswerDone(msgspec.Struct, frozen=True):
     usage: Usage
     trace_id: str
     cached: bool
+    finish_reason: str = "stop"
+    conversation_id: str | None = None
 
 
 class AnswerRecord(msgspec.Struct, frozen=True):
@@ -36,15 +38,23 @@ class AnswerRecord(msgspec.Struct, frozen=True):
     citations: list[Passage]
     model: str
     usage: Usage
+    finish_reason: str = "stop"
+    """``stop``, or ``length`` when the answer was cut at the requested ``max_tokens``."""
 
     @classmethod
     def of(cls, answer: Answer, passages: Sequence[Passage]) -> AnswerRecord:
         """The record of ``answer``, citing ``passages`` unless it says the knowledge base does not say."""
         usage = Usage(input_tokens=answer.input_tokens, output_tokens=answer.output_tokens)
         citations = [] if answer.text.strip() == NO_ANSWER else list(passages)
-        return cls(answer=answer.text, citations=citations, model=answer.model, usage=usage)
+        return cls(
+            answer=answer.text,
+            citations=citations,
+            model=answer.model,
+            usage=usage,
+            finish_reason="length" if answer.finish_reason == "length" else "stop",
+        )
 
-    def response(self, *, cached: bool) -> ChatResponse:
+    def response(self, *, cached: bool, conversation_id: str | None = None) -> ChatResponse:
         return ChatResponse(
             answer=self.answer,
             citations=self.citations,
@@ -52,11 +62,19 @@ class AnswerRecord(msgspec.Struct, frozen=True):
             usage=self.usage,
             trace_id=current_trace_id(),
             cached=cached,
+            finish_reason=self.finish_reason,
+            conversation_id=conversation_id,
         )
 
-    def done(self, *, cached: bool) -> AnswerDone:
+    def done(self, *, cached: bool, conversation_id: str | None = None) -> AnswerDone:
         return AnswerDone(
-            citations=self.citations, model=self.model, usage=self.usage, trace_id=current_trace_id(), cached=cached
+            citations=self.citations,
+            model=self.model,
+            usage=self.usage,
+            trace_id=current_trace_id(),
+            cached=cached,
+            finish_reason=self.finish_reason,
+            conversation_id=conversation_id,
         )
 
 

@@ -16,6 +16,7 @@ import msgspec
 __all__ = [
     "AuthSettings",
     "CacheSettings",
+    "ConversationSettings",
     "OpenAISettings",
     "ParseSettings",
     "ProviderSettings",
@@ -161,6 +162,13 @@ class RagSettings(msgspec.Struct, frozen=True, rename=variables("RAGWATCH_")):
     tie on nDCG@10 (0.6996 and 0.6993), and 0.75 finds more of the relevant documents (Recall@100 0.937)."""
 
 
+class ConversationSettings(msgspec.Struct, frozen=True, rename=variables("RAGWATCH_CONVERSATION_")):
+    max_turns: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 50
+    """Turns a conversation keeps; the oldest go beyond it."""
+    ttl_s: PositiveInt = 7 * 86_400
+    """Seconds a conversation is kept after its last turn."""
+
+
 class ParseSettings(msgspec.Struct, frozen=True, rename=variables("RAGWATCH_PARSE_")):
     max_pages: PositiveInt = 2_000
     """Pages a PDF may have; a longer one is refused (413)."""
@@ -243,6 +251,7 @@ class Settings(msgspec.Struct, frozen=True):
     providers: ProviderSettings = msgspec.field(default_factory=ProviderSettings)
     openai: OpenAISettings = msgspec.field(default_factory=OpenAISettings)
     rag: RagSettings = msgspec.field(default_factory=RagSettings)
+    conversations: ConversationSettings = msgspec.field(default_factory=ConversationSettings)
     parsing: ParseSettings = msgspec.field(default_factory=ParseSettings)
     telemetry: TelemetrySettings = msgspec.field(default_factory=TelemetrySettings)
     redis: RedisSettings = msgspec.field(default_factory=RedisSettings)

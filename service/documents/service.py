@@ -11,10 +11,11 @@ from service.auth import Principal
 from service.cache import Cache
 from service.chunking import Block, chunk_blocks, embedding_text
 from service.config import RagSettings
-from service.documents.submissions import JsonSubmission, NewDocument, Submission, parse_json
+from service.documents.submissions import JsonSubmission, NewDocument, Submission, parse_json, submission_parts
 from service.documents.uploads import Uploads
 from service.embeddings import Embeddings
 from service.errors import BadRequest, NotFound
+from service.idempotency import Idempotency, Replayable
 from service.knowledge_bases import KnowledgeBases
 from service.models import DocumentCreated, DocumentDetail, DocumentPage, DocumentSummary
 from service.pagination import after, page
@@ -36,27 +37,47 @@ class Documents:
         cache: Cache,
         uploads: Uploads,
         *,
+        idempotency: Idempotency,
         settings: RagSettings,
         telemetry: Telemetry,
     ) -> None:
         self._knowledge_bases = knowledge_bases
         self._uploads = uploads
+        self._idempotency = idempotency
         self._store = store
         self._embeddings = embeddings
         self._cache = cache
         self._settings = settings
         self._telemetry = telemetry
 
-    async def ingest(self, principal: Principal, kb_id: str, submission: Awaitable[Submission]) -> DocumentCreated:
-        """Read and parse what the request submitted (the ``ingest.parse`` span), then :meth:`write` it."""
-        with stage(self._telemetry, "ingest.parse") as span:
-            received = await submission
-            if isinstance(received, JsonSubmission):
-                document = parse_json(received.body)
-            else:
-                span.set_attribute("rag.document.bytes", len(received.content))
-                document = await self._uploads.document(received)
-        return await self.write(principal, kb_id, document)
+    async def ingest(
+        self,
+        principal: Principal,
+        kb_id: str,
+        submission: Awaitable[Submission],
+        idempotency_key: str | None = None,
+    ) -> Replayable[DocumentCreated]:
+        """Read and parse what the request submitted (the ``ingest.parse`` span), then :meth:`write` it; for a
+        repeat of ``idempotency_key``, the first request's result."""
+        received = await submission
+
+        async def ingest() -> DocumentCreated:
+            with stage(self._telemetry, "ingest.parse") as span:
+                if isinstance(received, JsonSubmission):
+                    document = parse_json(received.body)
+                else:
+                    span.set_attribute("rag.document.bytes", len(received.content))
+                    document = await self._uploads.document(received)
+            return await self.write(principal, kb_id, document)
+
+        return await self._idempotency.once(
+            principal,
+            idempotency_key,
+            operation="document.ingest",
+            request=[kb_id, *submission_parts(received)],
+            compute=ingest,
+            result_type=DocumentCreated,
+        )
 
     async def write(self, principal: Principal, kb_id: str, document: NewDocument) -> DocumentCreated:
         """Chunk, embed and write ``document`` in one commit (replacing one of the same id), then invalidate."""

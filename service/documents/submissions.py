@@ -18,7 +18,15 @@ from service.chunking import Block
 from service.errors import BadRequest
 from service.models import ID_PATTERN, MAX_TITLE_LENGTH, DocumentCreate
 
-__all__ = ["FileSubmission", "JsonSubmission", "NewDocument", "Submission", "form_fields", "parse_json"]
+__all__ = [
+    "FileSubmission",
+    "JsonSubmission",
+    "NewDocument",
+    "Submission",
+    "form_fields",
+    "parse_json",
+    "submission_parts",
+]
 
 _decode_document = msgspec.json.Decoder(DocumentCreate).decode
 
@@ -47,6 +55,15 @@ class FileSubmission:
 
 
 Submission = JsonSubmission | FileSubmission
+
+
+def submission_parts(submission: Submission) -> list[bytes | str]:
+    """What makes two submissions the same (for ``Idempotency-Key``): the JSON body as sent, or the file's
+    name, content and form fields."""
+    if isinstance(submission, JsonSubmission):
+        return ["json", submission.body]
+    fields = msgspec.json.encode({name: str(value) for name, value in sorted(submission.fields.items())})
+    return ["file", submission.filename, submission.content, fields]
 
 
 def parse_json(body: bytes) -> NewDocument:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncGenerator, Sequence
+from dataclasses import replace
 from datetime import datetime
 
 import msgspec
 
 from service.auth import Principal
-from service.chat import AnswerDelta, Chat
+from service.chat import AnswerDelta, Chat, Question
+from service.conversations import earlier_questions
 from service.errors import BadRequest
 from service.knowledge_bases import KnowledgeBases
 from service.models import ChatRequest, Passage, Usage
@@ -32,14 +34,10 @@ from service.openai_compat.shapes import (
     Model,
     ModelList,
 )
+from service.providers import Generation
 from telemetry import current_trace_id
 
-__all__ = ["CONTEXT_CHARACTERS", "CONTEXT_TURNS", "Completions", "sources_text"]
-
-CONTEXT_TURNS = 3
-"""Earlier user messages of a conversation that retrieval takes into account."""
-CONTEXT_CHARACTERS = 4000
-"""What of each earlier message retrieval reads (a question may be as long)."""
+__all__ = ["Completions", "sources_text"]
 
 _encode = msgspec.json.Encoder().encode
 
@@ -57,55 +55,43 @@ class Completions:
             data=[Model(id=kb.id, created=_unix(kb.created_at), owned_by=principal.tenant_id) for kb in bases]
         )
 
-    def chat_request(self, body: CompletionRequest) -> ChatRequest:
-        """The ``/v1/chat`` request a completion asks for (400 when it holds no question)."""
-        question = next((_text(m.content) for m in reversed(body.messages) if m.role == "user"), "")
+    def question(self, body: CompletionRequest) -> Question:
+        """The question a completion asks (400 when it holds none): its last user message, read in the user
+        messages before it (:func:`~service.conversations.earlier_questions`), with its generation options."""
+        users = [_text(m.content) for m in body.messages if m.role == "user"]
+        question = users[-1] if users else ""
         try:
-            return msgspec.convert({"kb_id": body.model, "question": question, "stream": body.stream}, ChatRequest)
+            request = msgspec.convert({"kb_id": body.model, "question": question}, ChatRequest)
         except msgspec.ValidationError as exc:
             raise BadRequest(f"Not a question for a knowledge base: {exc} (model is the knowledge base id, and "
                              "the last user message the question).") from None  # fmt: skip
+        generation = Generation(max_tokens=body.max_completion_tokens or body.max_tokens, temperature=body.temperature)
+        context = earlier_questions(users[:-1])
+        return replace(Question.of(request, self._chat.default_top_k, context), generation=generation)
 
-    def read_keys(self, principal: Principal, request: ChatRequest, context: Sequence[str]) -> list[str]:
-        return self._chat.read_keys(principal, request, context)
-
-    def context(self, body: CompletionRequest) -> list[str]:
-        """The user messages before the question (at most :data:`CONTEXT_TURNS`, oldest first, each cut to
-        :data:`CONTEXT_CHARACTERS`): what a follow-up refers to."""
-        users = [_text(m.content) for m in body.messages if m.role == "user"]
-        earlier = [turn[:CONTEXT_CHARACTERS] for turn in users[:-1] if turn.strip()]
-        return earlier[-CONTEXT_TURNS:]
+    def read_keys(self, principal: Principal, question: Question) -> list[str]:
+        return self._chat.read_keys(principal, question)
 
     async def complete(
-        self,
-        principal: Principal,
-        request: ChatRequest,
-        prefetched: Sequence[bytes | None] | None,
-        context: Sequence[str],
+        self, principal: Principal, question: Question, prefetched: Sequence[bytes | None] | None
     ) -> Completion:
-        answer = await self._chat.answer(principal, request, prefetched, context)
+        answer = await self._chat.answer(principal, question, prefetched)
         return Completion(
             id=_completion_id(answer.trace_id),
             created=int(time.time()),
-            model=request.kb_id,
-            choices=[Choice(Message(answer.answer + self._appendix(answer.citations)))],
+            model=question.kb_id,
+            choices=[Choice(Message(answer.answer + self._appendix(answer.citations)), answer.finish_reason)],
             usage=_usage(answer.usage),
             citations=answer.citations,
             trace_id=answer.trace_id,
         )
 
     async def chunks(
-        self,
-        principal: Principal,
-        request: ChatRequest,
-        prefetched: Sequence[bytes | None] | None,
-        context: Sequence[str],
-        *,
-        usage: bool,
+        self, principal: Principal, question: Question, prefetched: Sequence[bytes | None] | None, *, usage: bool
     ) -> AsyncGenerator[bytes, None]:
         """The answer as ``chat.completion.chunk`` payloads; the first one is produced before any is sent, so
         that a failure before the answer starts is an ordinary error response."""
-        events = self._chat.events(principal, request, prefetched, context)
+        events = self._chat.events(principal, question, prefetched)
         created = int(time.time())
         trace_id = current_trace_id()
         first = await anext(events)
@@ -118,10 +104,11 @@ class Completions:
                     if isinstance(event, AnswerDelta):
                         delta = Delta(role=None if opened else "assistant", content=event.text)
                         opened = True
-                        yield _encode(self._chunk(trace_id, created, request, [ChunkChoice(delta)]))
+                        yield _encode(self._chunk(trace_id, created, question, [ChunkChoice(delta)]))
                     else:
-                        closing = ChunkChoice(Delta(content=self._appendix(event.citations) or None), "stop")
-                        final = self._chunk(trace_id, created, request, [closing])
+                        appendix = self._appendix(event.citations) or None
+                        closing = ChunkChoice(Delta(content=appendix), event.finish_reason)
+                        final = self._chunk(trace_id, created, question, [closing])
                         final.citations, final.trace_id = event.citations, event.trace_id
                         yield _encode(final)
                         if usage:
@@ -134,8 +121,8 @@ class Completions:
 
         return payloads()
 
-    def _chunk(self, trace_id: str, created: int, request: ChatRequest, choices: list[ChunkChoice]) -> CompletionChunk:
-        return CompletionChunk(id=_completion_id(trace_id), created=created, model=request.kb_id, choices=choices)
+    def _chunk(self, trace_id: str, created: int, question: Question, choices: list[ChunkChoice]) -> CompletionChunk:
+        return CompletionChunk(id=_completion_id(trace_id), created=created, model=question.kb_id, choices=choices)
 
     def _appendix(self, citations: Sequence[Passage]) -> str:
         return sources_text(citations) if self._sources and citations else ""

@@ -8,7 +8,17 @@ from dataclasses import dataclass
 from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
 from service.config import Settings
-from service.providers.base import PROMPT_VERSION, Answer, Answerer, AnswerStream, Embedder, Passage
+from service.providers.base import (
+    DEFAULT_GENERATION,
+    PROMPT_VERSION,
+    Answer,
+    Answerer,
+    AnswerStream,
+    Embedder,
+    Generation,
+    Passage,
+    QuestionRewriter,
+)
 from service.providers.extractive import NO_ANSWER, ExtractiveAnswerer
 from service.providers.offline import HashingEmbedder
 from service.providers.openai import OpenAIAnswerer, OpenAIEmbedder
@@ -17,6 +27,7 @@ from telemetry import Telemetry
 from telemetry.http import instrument_http_client
 
 __all__ = [
+    "DEFAULT_GENERATION",
     "DEFAULT_WIDTH",
     "NO_ANSWER",
     "PROMPT_VERSION",
@@ -24,8 +35,10 @@ __all__ = [
     "AnswerStream",
     "Answerer",
     "Embedder",
+    "Generation",
     "Passage",
     "Providers",
+    "QuestionRewriter",
     "build_providers",
     "min_similarity",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import AsyncIterator, Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import msgspec
 import numpy as np
@@ -14,13 +14,16 @@ import numpy.typing as npt
 from service.models import Passage
 
 __all__ = [
+    "DEFAULT_GENERATION",
     "PROMPT_VERSION",
     "SYSTEM_PROMPT",
     "Answer",
     "AnswerStream",
     "Answerer",
     "Embedder",
+    "Generation",
     "Passage",
+    "QuestionRewriter",
     "Vectors",
     "build_user_prompt",
     "count_tokens",
@@ -44,6 +47,23 @@ class Answer(msgspec.Struct):
     input_tokens: int
     output_tokens: int
     finish_reason: str
+
+
+class Generation(msgspec.Struct, frozen=True):
+    """How the caller wants the answer generated (``/v1/chat/completions``' ``max_tokens``, ``temperature``);
+    ``None``: the provider's default. Part of the answer-cache key when set."""
+
+    max_tokens: int | None = None
+    temperature: float | None = None
+
+    def key(self) -> str:
+        """The cache-key part of these options ("" for the defaults, so plain requests keep their keys)."""
+        if self.max_tokens is None and self.temperature is None:
+            return ""
+        return f"max_tokens={self.max_tokens}/temperature={self.temperature}"
+
+
+DEFAULT_GENERATION = Generation()
 
 
 class Embedder(Protocol):
@@ -75,9 +95,21 @@ class Answerer(Protocol):
     """Changes whenever the answerer would answer the same passages differently (part of the answer-cache key,
     so a deploy never serves answers of the previous behaviour)."""
 
-    async def answer(self, question: str, passages: Sequence[Passage]) -> Answer: ...
+    async def answer(self, question: str, passages: Sequence[Passage], generation: Generation = ...) -> Answer: ...
 
-    async def stream(self, question: str, passages: Sequence[Passage]) -> AnswerStream: ...
+    async def stream(
+        self, question: str, passages: Sequence[Passage], generation: Generation = ...
+    ) -> AnswerStream: ...
+
+
+@runtime_checkable
+class QuestionRewriter(Protocol):
+    """An answerer that can turn a follow-up into a standalone question (LLM providers; the offline
+    answerer cannot, and retrieval weighs the earlier questions in instead)."""
+
+    async def rewrite(self, question: str, earlier: Sequence[str]) -> Answer:
+        """``question`` made standalone from ``earlier`` (the conversation's questions, oldest first)."""
+        ...
 
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")

@@ -27,7 +27,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from service.chunking import split_sentences
-from service.providers.base import Answer, Passage, Vectors, build_user_prompt, count_tokens
+from service.providers.base import (
+    DEFAULT_GENERATION,
+    Answer,
+    Generation,
+    Passage,
+    Vectors,
+    build_user_prompt,
+    count_tokens,
+)
 from service.providers.offline import STOPWORDS, terms
 
 __all__ = ["NO_ANSWER", "ExtractiveAnswerer", "SentenceEmbedder"]
@@ -94,21 +102,28 @@ class ExtractiveAnswerer:
         self._embed = embed
         self.max_sentences = max_sentences
 
-    async def answer(self, question: str, passages: Sequence[Passage]) -> Answer:
+    async def answer(
+        self, question: str, passages: Sequence[Passage], generation: Generation = DEFAULT_GENERATION
+    ) -> Answer:
+        """The answer; ``generation.max_tokens`` cuts it after that many tokens (finish reason ``length``), and
+        ``temperature`` changes nothing: the answer is extracted, not sampled."""
         if len(passages) > _ON_THE_LOOP:
             text = await asyncio.to_thread(self.compose, question, passages)
         else:
             text = self.compose(question, passages)
+        text, finish_reason = _cut(text, generation.max_tokens)
         return Answer(
             text=text,
             model=self.model,
             input_tokens=count_tokens(build_user_prompt(question, passages)),
             output_tokens=count_tokens(text),
-            finish_reason="stop",
+            finish_reason=finish_reason,
         )
 
-    async def stream(self, question: str, passages: Sequence[Passage]) -> ExtractiveAnswer:
-        return ExtractiveAnswer(await self.answer(question, passages))
+    async def stream(
+        self, question: str, passages: Sequence[Passage], generation: Generation = DEFAULT_GENERATION
+    ) -> ExtractiveAnswer:
+        return ExtractiveAnswer(await self.answer(question, passages, generation))
 
     def compose(self, question: str, passages: Sequence[Passage]) -> str:
         wanted = frozenset(_words(question)) - STOPWORDS
@@ -151,6 +166,20 @@ class ExtractiveAnswerer:
         vectors = self._embed([question, *(candidate.text for candidate in candidates)])
         similarity: Vectors = np.clip(vectors[1:] @ vectors[0], 0.0, 1.0)
         return similarity, vectors[1:]
+
+
+def _cut(text: str, max_tokens: int | None) -> tuple[str, str]:
+    """``text`` cut to its first ``max_tokens`` tokens (as :func:`count_tokens` counts them), with the finish
+    reason: ``length`` when it was cut, else ``stop``."""
+    if max_tokens is None or count_tokens(text) <= max_tokens:
+        return text, "stop"
+    kept, used = [], 0
+    for piece in re.findall(r"\S+\s*", text):  # tokens never span whitespace: counts add up piece by piece
+        used += count_tokens(piece)
+        if used > max_tokens:
+            break
+        kept.append(piece)
+    return "".join(kept).rstrip(), "length"
 
 
 def _words(text: str) -> list[str]:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+import msgspec
 import numpy as np
 import openai
 from openai import AsyncOpenAI, AsyncStream
@@ -21,8 +22,10 @@ from service.errors import (
     RagwatchError,
 )
 from service.providers.base import (
+    DEFAULT_GENERATION,
     SYSTEM_PROMPT,
     Answer,
+    Generation,
     Passage,
     Vectors,
     build_user_prompt,
@@ -30,7 +33,14 @@ from service.providers.base import (
     normalize_rows,
 )
 
-__all__ = ["OpenAIAnswerer", "OpenAIEmbedder", "provider_errors"]
+__all__ = ["REWRITE_PROMPT", "OpenAIAnswerer", "OpenAIEmbedder", "provider_errors"]
+
+REWRITE_PROMPT = (
+    "Rewrite the user's follow-up question as one standalone question that can be understood without the "
+    "conversation: replace pronouns and references with what they refer to in the earlier questions. Keep its "
+    "language and meaning, add nothing else, and reply with the question only."
+)
+REWRITE_MAX_TOKENS = 200
 
 
 def _translate(exc: openai.OpenAIError) -> RagwatchError:
@@ -159,11 +169,36 @@ class OpenAIAnswerer:
             {"role": "user", "content": build_user_prompt(question, passages)},
         ]
 
-    async def answer(self, question: str, passages: Sequence[Passage]) -> Answer:
+    def _options(self, generation: Generation) -> dict[str, Any]:
+        """The call's sampling options: the caller's ``max_tokens`` up to ``RAGWATCH_LLM_MAX_OUTPUT_TOKENS``, and
+        its ``temperature`` when it gave one."""
+        wanted = generation.max_tokens
+        options: dict[str, Any] = {"max_tokens": min(wanted, self._max_tokens) if wanted else self._max_tokens}
+        if generation.temperature is not None:
+            options["temperature"] = generation.temperature
+        return options
+
+    async def answer(
+        self, question: str, passages: Sequence[Passage], generation: Generation = DEFAULT_GENERATION
+    ) -> Answer:
+        messages = self._messages(question, passages)
+        return await self._complete(messages, _prompt_tokens(question, passages), **self._options(generation))
+
+    async def rewrite(self, question: str, earlier: Sequence[str]) -> Answer:
+        """``question`` as a standalone question, from the conversation's ``earlier`` questions."""
+        history = "\n".join(f"{number}. {turn}" for number, turn in enumerate(earlier, start=1))
+        prompt = f"Earlier questions, oldest first:\n{history}\n\nFollow-up question: {question}"
+        messages: list[ChatCompletionMessageParam] = [
+            {"role": "system", "content": REWRITE_PROMPT},
+            {"role": "user", "content": prompt},
+        ]
+        tokens = count_tokens(REWRITE_PROMPT) + count_tokens(prompt)
+        answer = await self._complete(messages, tokens, max_tokens=REWRITE_MAX_TOKENS, temperature=0)
+        return msgspec.structs.replace(answer, text=answer.text.strip() or question)
+
+    async def _complete(self, messages: list[ChatCompletionMessageParam], prompt_tokens: int, **options: Any) -> Answer:
         async with provider_errors():
-            reply = await self._client.chat.completions.create(
-                model=self.model, messages=self._messages(question, passages), max_tokens=self._max_tokens
-            )
+            reply = await self._client.chat.completions.create(model=self.model, messages=messages, **options)
         if not reply.choices:
             raise ProviderError("The LLM provider returned no choices.")
         choice = reply.choices[0]
@@ -171,20 +206,22 @@ class OpenAIAnswerer:
         return Answer(
             text=text,
             model=reply.model or self.model,
-            input_tokens=reply.usage.prompt_tokens if reply.usage else _prompt_tokens(question, passages),
+            input_tokens=reply.usage.prompt_tokens if reply.usage else prompt_tokens,
             output_tokens=reply.usage.completion_tokens if reply.usage else count_tokens(text),
             finish_reason=choice.finish_reason or "stop",
         )
 
-    async def stream(self, question: str, passages: Sequence[Passage]) -> OpenAIAnswerStream:
+    async def stream(
+        self, question: str, passages: Sequence[Passage], generation: Generation = DEFAULT_GENERATION
+    ) -> OpenAIAnswerStream:
         messages = self._messages(question, passages)
         async with provider_errors():
             stream = await self._client.chat.completions.create(
                 model=self.model,
                 messages=messages,
-                max_tokens=self._max_tokens,
                 stream=True,
                 stream_options={"include_usage": True},
+                **self._options(generation),
             )
         return OpenAIAnswerStream(stream, self.model, _prompt_tokens(question, passages))
 

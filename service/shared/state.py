@@ -11,6 +11,7 @@ from service.config import Settings
 from service.limits import Counters, MemoryCounters, RedisCounters
 from service.shared.activity import ActivityPublisher
 from service.shared.health import RedisHealth
+from service.shared.records import MemoryRecords, Records, RedisRecords
 from telemetry import Telemetry
 from telemetry.redis import instrument_redis
 
@@ -24,6 +25,7 @@ class SharedState:
     health: RedisHealth
     redis: Redis | None
     """The pooled client when ``RAGWATCH_REDIS_URL`` names a Redis server; ``None`` for ``memory://``."""
+    records: Records
     activity: ActivityPublisher | None = None
 
     async def ping(self) -> None:
@@ -47,7 +49,9 @@ def open_shared_state(settings: Settings, telemetry: Telemetry) -> SharedState:
     if settings.redis.url.startswith("memory://"):
         memory = MemoryCacheBackend(settings.cache.memory_max_entries)
         counters = MemoryCounters(reader=memory.get_many)
-        return SharedState(counters=counters, cache=memory, health=RedisHealth(None, telemetry), redis=None)
+        records = MemoryRecords(settings.cache.memory_max_entries)
+        health = RedisHealth(None, telemetry)
+        return SharedState(counters=counters, cache=memory, health=health, redis=None, records=records)
     password = settings.redis.password.reveal() if settings.redis.password else None
     timeout_s = settings.redis.timeout_s
     # A blocking pool: a burst of more concurrent requests than connections waits (up to the timeout) for
@@ -70,6 +74,7 @@ def open_shared_state(settings: Settings, telemetry: Telemetry) -> SharedState:
         cache=RedisCacheBackend(client),
         health=health,
         redis=client,
+        records=RedisRecords(client, health),
         activity=ActivityPublisher(client, health, telemetry),
     )
 

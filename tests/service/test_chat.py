@@ -22,7 +22,16 @@ def test_chat_answers_from_the_passages_and_cites_them(admin: httpx.Client, kb_i
     assert reply.status_code == 200, reply.text
     assert reply.headers["content-type"].startswith("application/json")
     body = reply.json()
-    assert set(body) == {"answer", "citations", "model", "usage", "trace_id", "cached"}
+    assert set(body) == {
+        "answer",
+        "citations",
+        "model",
+        "usage",
+        "trace_id",
+        "cached",
+        "finish_reason",
+        "conversation_id",
+    }
     assert body["cached"] is False
     assert "end of March" in body["answer"]
     markers = {int(n) for n in re.findall(r"\[(\d+)\]", body["answer"])}

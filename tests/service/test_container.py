@@ -39,9 +39,11 @@ async def test_a_started_graph_ingests_and_answers_whole_and_streamed(tmp_path: 
     container = build_container(make_settings(tmp_path), telemetry=disabled_telemetry())
     await container.start()
     try:
-        kb = await container.knowledge_bases.create(ALICE, KnowledgeBaseCreate(name="handbook"))
+        kb = (await container.knowledge_bases.create(ALICE, KnowledgeBaseCreate(name="handbook"))).value
         created = await container.documents.write(ALICE, kb.id, NewDocument("Handbook", HANDBOOK, {}))
-        question = ChatRequest(kb_id=kb.id, question="How many vacation days do employees get?")
+        question = await container.chat.question(
+            ALICE, ChatRequest(kb_id=kb.id, question="How many vacation days do employees get?")
+        )
 
         whole = await container.chat.answer(ALICE, question)
         events = [event async for event in container.chat.events(ALICE, question)]

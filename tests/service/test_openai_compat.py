@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -272,3 +273,52 @@ def test_a_follow_up_is_retrieved_in_the_context_of_the_earlier_questions(
     cited = [c["title"] for c in (in_context.model_extra or {})["citations"]]
     assert cited[0] == "UNESCO"
     assert (in_context.choices[0].message.content or "").startswith("The secretariat of UNESCO sits in Paris")
+
+
+def test_max_tokens_cuts_the_offline_answer_with_finish_reason_length_whole_and_streamed(
+    client: openai.OpenAI, handbook: str
+) -> None:
+    messages: list[Any] = [{"role": "user", "content": QUESTION}]
+    full = client.chat.completions.create(model=handbook, messages=messages)
+
+    cut = client.chat.completions.create(model=handbook, messages=messages, max_tokens=4)
+    chunks = list(client.chat.completions.create(model=handbook, messages=messages, max_tokens=4, stream=True))
+
+    assert full.choices[0].finish_reason == "stop"
+    assert cut.choices[0].finish_reason == "length"
+    answer = (cut.choices[0].message.content or "").split("\n\nSources:")[0]
+    assert answer
+    assert (full.choices[0].message.content or "").startswith(answer)
+    assert cut.usage is not None
+    assert cut.usage.completion_tokens <= 4
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+
+
+def test_max_tokens_and_temperature_reach_the_provider_and_part_the_cached_answers(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    settings = make_settings(tmp_path, **openai_env(fake_openai.base_url, RAGWATCH_EMBEDDER="hashing"))
+    messages: list[Any] = [{"role": "user", "content": QUESTION}]
+    with live_server(settings) as server:
+        with server.client(auth()) as admin:
+            kb_id = create_kb(admin, "handbook")
+            ingest(admin, kb_id, title="Handbook", text=HANDBOOK)
+        with sdk(server) as client:
+            client.chat.completions.create(model=kb_id, messages=messages)
+            client.chat.completions.create(model=kb_id, messages=messages, max_completion_tokens=30, temperature=0.2)
+            client.chat.completions.create(model=kb_id, messages=messages, max_tokens=30, temperature=0.2)
+            client.chat.completions.create(model=kb_id, messages=messages, max_tokens=100_000, stream=True)
+
+    calls = [call.body for call in fake_openai.calls(CHAT)]
+    assert len(calls) == 3, "the third request is the second's, answered from the cache"
+    assert "temperature" not in calls[0]
+    assert (calls[1]["max_tokens"], calls[1]["temperature"]) == (30, 0.2)
+    assert calls[2]["max_tokens"] == calls[0]["max_tokens"], "never past RAGWATCH_LLM_MAX_OUTPUT_TOKENS"
+
+
+@pytest.mark.parametrize("options", [{"max_tokens": 0}, {"temperature": 3}, {"max_completion_tokens": -1}])
+def test_out_of_range_generation_options_are_the_sdks_bad_request(
+    client: openai.OpenAI, handbook: str, options: dict[str, Any]
+) -> None:
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=handbook, messages=[{"role": "user", "content": QUESTION}], **options)

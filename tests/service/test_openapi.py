@@ -122,13 +122,14 @@ def test_the_ingest_route_takes_json_or_a_multipart_file(spec: JsonObject) -> No
 
 def test_successful_responses_reference_their_models(spec: JsonObject) -> None:
     expected = {
-        ("get", "/v1/knowledge-bases"): ("200", "KnowledgeBase"),
+        ("get", "/v1/knowledge-bases"): ("200", "KnowledgeBasePage"),
         ("post", "/v1/knowledge-bases"): ("201", "KnowledgeBase"),
         ("get", "/v1/knowledge-bases/{kb_id}"): ("200", "KnowledgeBaseDetail"),
-        ("get", "/v1/knowledge-bases/{kb_id}/documents"): ("200", "DocumentSummary"),
+        ("get", "/v1/knowledge-bases/{kb_id}/documents"): ("200", "DocumentPage"),
         ("post", "/v1/knowledge-bases/{kb_id}/documents"): ("201", "DocumentCreated"),
         ("get", "/v1/knowledge-bases/{kb_id}/documents/{document_id}"): ("200", "DocumentDetail"),
         ("post", "/v1/chat"): ("200", "ChatResponse"),
+        ("get", "/v1/conversations/{conversation_id}"): ("200", "Conversation"),
         ("get", "/health/live"): ("200", "HealthCheck"),
         ("get", "/health/ready"): ("200", "Readiness"),
     }

@@ -65,7 +65,7 @@ def _assert_well_formed(events: list[Event]) -> tuple[str, dict[str, Any]]:
     for event in events[:-1]:
         assert set(event.data) == {"text"}
     done = events[-1].data
-    assert set(done) == {"citations", "model", "usage", "trace_id", "cached"}
+    assert set(done) == {"citations", "model", "usage", "trace_id", "cached", "finish_reason", "conversation_id"}
     return "".join(event.data["text"] for event in events[:-1]), done
 
 

@@ -87,7 +87,7 @@ def test_counters_of_label_values_known_at_start_are_zero_from_the_first_scrape(
         assert {"signal": signal} in [
             {"signal": sample.labels["signal"]} for sample in families["rag_telemetry_export_failures_total"].samples
         ]
-    for operation in ("cache", "ratelimit", "active_tenants"):
+    for operation in ("cache", "ratelimit", "active_tenants", "conversations", "idempotency"):
         assert total(families["rag_redis_errors_total"], operation=operation) == 0
 
 

@@ -688,3 +688,31 @@ def test_a_rate_limited_request_is_one_trace_that_stops_at_the_refused_rate_limi
     assert attributes(rate_limit) == {"rag.ratelimit.action": "chat", "rag.ratelimit.outcome": "refused"}
     assert recorder.counter("rag.ratelimit.decisions", action="chat", outcome="refused") == 1
     assert recorder.counter("rag_requests", endpoint="/v1/chat", status="429") == 1
+
+
+# --- conversations -------------------------------------------------------------------------------------------
+
+
+def test_a_conversation_turn_carries_its_id_on_the_server_span_and_on_the_rewrite_and_answer_chat_spans(
+    recorder: Recorder, serve: Serve, fake_openai: FakeOpenAI
+) -> None:
+    env = openai_env(fake_openai.base_url, RAGWATCH_EMBEDDER="hashing")
+    with serve(recorder, **env) as (_, client):
+        kb_id = kb_with_handbook(client)
+        client.post("/v1/chat", json=_chat(kb_id=kb_id, conversation_id="talk-1")).raise_for_status()
+        follow_up = client.post("/v1/chat", json=_chat(OTHER_QUESTION, kb_id=kb_id, conversation_id="talk-1"))
+
+    assert follow_up.status_code == 200, follow_up.text
+    trace = recorder.trace(follow_up.json()["trace_id"])
+    assert trace.is_one_tree()
+    assert attributes(trace.server)["gen_ai.conversation.id"] == "talk-1"
+    chats = [span for span in trace.spans if span.name == "chat gpt-4o-mini"]
+    steps = {attributes(span).get("rag.llm.step", "answer"): span for span in chats}
+    assert set(steps) == {"rewrite", "answer"}
+    assert all(attributes(span)["gen_ai.conversation.id"] == "talk-1" for span in chats)
+    assert attributes(steps["rewrite"])["gen_ai.request.temperature"] == 0.0
+    assert attributes(steps["rewrite"])["gen_ai.usage.output_tokens"] == fake_openai.completion_tokens
+    assert (steps["rewrite"].end_time or 0) <= (steps["answer"].start_time or 0)
+    duration = "gen_ai.client.operation.duration"
+    assert recorder.histogram(duration, **{"gen_ai.request.model": "gpt-4o-mini"})[0] == 3  # 2 answers, 1 rewrite
+    assert recorder.histogram(duration, **{"gen_ai.conversation.id": "talk-1"})[0] == 0  # never a metric label

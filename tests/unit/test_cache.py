@@ -9,7 +9,7 @@ import pytest
 from service.cache import Cache, MemoryCacheBackend, normalize_question
 from service.cache.entries import Entry, decode_entry, encode_entry, is_mget_reply
 from service.cache.keys import entry_keys, generation_key
-from service.chat import Answering
+from service.chat import Answering, Question
 from service.config import CacheSettings
 from service.pricing import load_prices
 from service.providers.extractive import ExtractiveAnswerer
@@ -214,7 +214,7 @@ def test_an_answerer_that_answers_differently_now_reads_other_answer_keys() -> N
             embedding_model="hashing-384",
             retrieval="hashing-384/0.2",
         )
-        return answering.read_keys("acme", "kb1", "How many vacation days?", 5)
+        return answering.read_keys("acme", Question("kb1", "How many vacation days?", 5))
 
     assert keys(ExtractiveAnswerer()) != keys(Revised())
 
@@ -231,6 +231,6 @@ def test_retrieval_that_finds_differently_now_reads_other_answer_keys() -> None:
             embedding_model="hashing-384",
             retrieval=retrieval,
         )
-        return answering.read_keys("acme", "kb1", "How many vacation days?", 5)
+        return answering.read_keys("acme", Question("kb1", "How many vacation days?", 5))
 
     assert keys("hashing-384/0.2/minmax-sum-1/0.7") != keys("hashing-384/0.2/minmax-sum-1/0.6")

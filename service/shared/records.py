@@ -1,0 +1,131 @@
+"""Small records every replica must see alike (conversation turns, idempotent results): Redis, or this process.
+
+Unlike cache entries, a lost record is visible to a client (a conversation forgets a turn, a retried upload is
+ingested twice), so each operation is atomic in Redis: a turn is appended and the list trimmed and renewed in
+one transaction, and a result is claimed with ``SET NX``. Every call goes through the Redis health guard of
+its operation, so an outage costs no timeouts; each caller decides what :class:`RedisUnavailable` means.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Protocol
+
+from redis.asyncio import Redis
+
+from service.shared.health import RedisHealth
+
+__all__ = ["MemoryRecords", "Records", "RedisRecords"]
+
+
+class Records(Protocol):
+    async def get(self, operation: str, key: str) -> bytes | None: ...
+
+    async def claim(self, operation: str, key: str, value: bytes, ttl_s: int) -> bytes | None:
+        """Store ``value`` unless ``key`` holds one: ``None`` when stored, else the value already there."""
+        ...
+
+    async def put(self, operation: str, key: str, value: bytes, ttl_s: int) -> None: ...
+
+    async def delete(self, operation: str, key: str) -> bool:
+        """Whether there was something to delete."""
+        ...
+
+    async def append(self, operation: str, key: str, value: bytes, *, keep: int, ttl_s: int) -> None:
+        """Add ``value`` to the list at ``key``, keep its last ``keep`` values, and renew its lifetime."""
+        ...
+
+    async def values(self, operation: str, key: str) -> list[bytes]:
+        """The list at ``key``, oldest first (empty when there is none)."""
+        ...
+
+
+class RedisRecords:
+    def __init__(self, redis: Redis, health: RedisHealth) -> None:
+        self._redis = redis
+        self._health = health
+
+    async def get(self, operation: str, key: str) -> bytes | None:
+        with self._health.guard(operation):
+            value: bytes | None = await self._redis.get(key)  # type: ignore[assignment]  # bytes: no decoding
+        return value
+
+    async def claim(self, operation: str, key: str, value: bytes, ttl_s: int) -> bytes | None:
+        with self._health.guard(operation):
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.set(key, value, nx=True, ex=ttl_s)
+                pipe.get(key)
+                stored, current = await pipe.execute()
+        return None if stored else current
+
+    async def put(self, operation: str, key: str, value: bytes, ttl_s: int) -> None:
+        with self._health.guard(operation):
+            await self._redis.set(key, value, ex=ttl_s)
+
+    async def delete(self, operation: str, key: str) -> bool:
+        with self._health.guard(operation):
+            return bool(await self._redis.delete(key))
+
+    async def append(self, operation: str, key: str, value: bytes, *, keep: int, ttl_s: int) -> None:
+        with self._health.guard(operation):
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.rpush(key, value)
+                pipe.ltrim(key, -keep, -1)
+                pipe.expire(key, ttl_s)
+                await pipe.execute()
+
+    async def values(self, operation: str, key: str) -> list[bytes]:
+        with self._health.guard(operation):
+            found: list[bytes] = await self._redis.lrange(key, 0, -1)  # type: ignore[assignment]  # bytes: no decoding
+        return found
+
+
+class MemoryRecords:
+    """The same records for a single process (``memory://``): the least recently used go past ``max_entries``."""
+
+    def __init__(self, max_entries: int) -> None:
+        self._max_entries = max_entries
+        self._entries: OrderedDict[str, tuple[bytes | list[bytes], float]] = OrderedDict()
+
+    def _live(self, key: str) -> bytes | list[bytes] | None:
+        found = self._entries.get(key)
+        if found is None:
+            return None
+        if found[1] <= time.monotonic():
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return found[0]
+
+    def _store(self, key: str, value: bytes | list[bytes], ttl_s: int) -> None:
+        self._entries[key] = (value, time.monotonic() + ttl_s)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
+
+    async def get(self, operation: str, key: str) -> bytes | None:
+        value = self._live(key)
+        return value if isinstance(value, bytes) else None
+
+    async def claim(self, operation: str, key: str, value: bytes, ttl_s: int) -> bytes | None:
+        current = await self.get(operation, key)
+        if current is None:
+            self._store(key, value, ttl_s)
+        return current
+
+    async def put(self, operation: str, key: str, value: bytes, ttl_s: int) -> None:
+        self._store(key, value, ttl_s)
+
+    async def delete(self, operation: str, key: str) -> bool:
+        return self._entries.pop(key, None) is not None
+
+    async def append(self, operation: str, key: str, value: bytes, *, keep: int, ttl_s: int) -> None:
+        current = self._live(key)
+        earlier: Sequence[bytes] = current if isinstance(current, list) else []
+        self._store(key, [*earlier, value][-keep:], ttl_s)
+
+    async def values(self, operation: str, key: str) -> list[bytes]:
+        value = self._live(key)
+        return list(value) if isinstance(value, list) else []
