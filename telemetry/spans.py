@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 from opentelemetry import trace
@@ -148,6 +149,20 @@ class GenAICall:
         with trace.use_span(self.span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
             yield
 
+    def __enter__(self) -> GenAICall:
+        """Around one whole call: the span is current, fails with the call's exception, and ends with it."""
+        self._active = self.active()
+        self._active.__enter__()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self._active.__exit__(kind, exc, traceback)
+        if exc is not None:
+            self.fail(exc)
+        self.end()
+
     def first_token(self) -> None:
         if self.first_token_at is None:
             self.first_token_at = time.perf_counter()
@@ -183,7 +198,7 @@ def genai_call(
     request: Mapping[str, Any] | None = None,
 ) -> Iterator[GenAICall]:
     """A :class:`GenAICall` that is current, and ended, around one block."""
-    call = GenAICall(
+    with GenAICall(
         telemetry,
         operation,
         provider,
@@ -192,15 +207,8 @@ def genai_call(
         remote=remote,
         input_text=input_text,
         request=request,
-    )
-    try:
-        with call.active():
-            yield call
-    except BaseException as exc:
-        call.fail(exc)
-        raise
-    finally:
-        call.end()
+    ) as call:
+        yield call
 
 
 def _annotate_genai_span(span: Span, call: GenAICall, attributes: dict[str, Any]) -> None:

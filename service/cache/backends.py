@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Protocol
 
 from redis.asyncio import Redis
+
+from service.shared.expiring import ExpiringLRU
 
 __all__ = ["CacheBackend", "MemoryCacheBackend", "RedisCacheBackend"]
 
@@ -50,8 +50,7 @@ class MemoryCacheBackend:
     """The same cache for a single process (``memory://``): least recently used entries go past ``max_entries``."""
 
     def __init__(self, max_entries: int) -> None:
-        self._max_entries = max_entries
-        self._entries: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+        self._entries: ExpiringLRU[bytes] = ExpiringLRU(max_entries)
         self._generations: dict[str, str] = {}
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
@@ -61,20 +60,10 @@ class MemoryCacheBackend:
         generation = self._generations.get(key)
         if generation is not None:
             return generation.encode()
-        found = self._entries.get(key)
-        if found is None:
-            return None
-        if found[1] <= time.monotonic():
-            del self._entries[key]
-            return None
-        self._entries.move_to_end(key)
-        return found[0]
+        return self._entries.get(key)
 
     async def put(self, key: str, value: bytes, ttl_s: int) -> None:
-        self._entries[key] = (value, time.monotonic() + ttl_s)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
+        self._entries.put(key, value, ttl_s)
 
     async def start_generation(self, key: str, candidate: str, ttl_s: int) -> str:
         return self._generations.setdefault(key, candidate)

@@ -19,10 +19,19 @@ from service.chat.answers import AnswerDelta, AnswerRecord, encode_record
 from service.chat.question import Question
 from service.models import Passage
 from service.pricing import PriceTable
-from service.providers import NO_ANSWER, PROMPT_VERSION, Answer, Answerer, AnswerStream, Generation, QuestionRewriter
+from service.providers import (
+    NO_ANSWER,
+    PROMPT_VERSION,
+    REWRITE_GENERATION,
+    Answer,
+    Answerer,
+    AnswerStream,
+    Generation,
+    QuestionRewriter,
+)
 from service.providers.base import is_remote
 from service.singleflight import SingleFlight
-from telemetry import GenAICall, Telemetry, genai_call, stage, update_request
+from telemetry import GenAICall, Telemetry, stage, update_request
 
 __all__ = ["Answering"]
 
@@ -110,19 +119,8 @@ class Answering:
         rewriter = self._rewriter
         if not question.context or rewriter is None:
             return question
-        answerer = self._answerer
-        request = {"gen_ai.request.temperature": 0.0, "rag.llm.step": "rewrite"}
-        with genai_call(
-            self._telemetry,
-            "chat",
-            answerer.provider,
-            answerer.model,
-            tenant_id=tenant_id,
-            remote=is_remote(answerer),
-            input_text=question.text,
-            request=request,
-        ) as call:
-            rewritten = await rewriter.rewrite(question.text, question.context)
+        with self._call(tenant_id, question.text, REWRITE_GENERATION, step="rewrite") as call:
+            rewritten = await rewriter.rewrite(question.text, question.context, REWRITE_GENERATION)
             self._describe(call, rewritten)
         return replace(question, text=rewritten.text, context=())
 
@@ -165,23 +163,16 @@ class Answering:
     async def _answer(
         self, tenant_id: str, question: str, passages: Sequence[Passage], generation: Generation
     ) -> Answer:
-        call = self._call(tenant_id, question, generation)
-        try:
-            with call.active():
-                answer = await self._answerer.answer(question, passages, generation)
+        with self._call(tenant_id, question, generation) as call:
+            answer = await self._answerer.answer(question, passages, generation)
             call.first_token()
-        except BaseException as exc:
-            call.fail(exc)
-            raise
-        else:
             self._describe(call, answer)
-        finally:
-            call.end()
         return answer
 
-    def _call(self, tenant_id: str, question: str, generation: Generation) -> GenAICall:
+    def _call(self, tenant_id: str, question: str, generation: Generation, *, step: str | None = None) -> GenAICall:
+        """The GenAI span of one call (``step``: what it is for, when it is not the answer)."""
         answerer = self._answerer
-        request: dict[str, float | int] = {}
+        request: dict[str, float | int | str] = {"rag.llm.step": step} if step else {}
         if generation.max_tokens is not None:
             request["gen_ai.request.max_tokens"] = generation.max_tokens
         if generation.temperature is not None:

@@ -11,6 +11,7 @@ from service.config import Settings
 from service.providers.base import (
     DEFAULT_GENERATION,
     PROMPT_VERSION,
+    REWRITE_GENERATION,
     Answer,
     Answerer,
     AnswerStream,
@@ -31,6 +32,7 @@ __all__ = [
     "DEFAULT_WIDTH",
     "NO_ANSWER",
     "PROMPT_VERSION",
+    "REWRITE_GENERATION",
     "Answer",
     "AnswerStream",
     "Answerer",

@@ -16,6 +16,7 @@ from service.models import Passage
 __all__ = [
     "DEFAULT_GENERATION",
     "PROMPT_VERSION",
+    "REWRITE_GENERATION",
     "SYSTEM_PROMPT",
     "Answer",
     "AnswerStream",
@@ -64,6 +65,8 @@ class Generation(msgspec.Struct, frozen=True):
 
 
 DEFAULT_GENERATION = Generation()
+REWRITE_GENERATION = Generation(max_tokens=200, temperature=0.0)
+"""What a follow-up's rewrite into a standalone question is asked with: short, and not sampled."""
 
 
 class Embedder(Protocol):
@@ -107,7 +110,7 @@ class QuestionRewriter(Protocol):
     """An answerer that can turn a follow-up into a standalone question (LLM providers; the offline
     answerer cannot, and retrieval weighs the earlier questions in instead)."""
 
-    async def rewrite(self, question: str, earlier: Sequence[str]) -> Answer:
+    async def rewrite(self, question: str, earlier: Sequence[str], generation: Generation) -> Answer:
         """``question`` made standalone from ``earlier`` (the conversation's questions, oldest first)."""
         ...
 

@@ -40,7 +40,6 @@ REWRITE_PROMPT = (
     "conversation: replace pronouns and references with what they refer to in the earlier questions. Keep its "
     "language and meaning, add nothing else, and reply with the question only."
 )
-REWRITE_MAX_TOKENS = 200
 
 
 def _translate(exc: openai.OpenAIError) -> RagwatchError:
@@ -184,7 +183,7 @@ class OpenAIAnswerer:
         messages = self._messages(question, passages)
         return await self._complete(messages, _prompt_tokens(question, passages), **self._options(generation))
 
-    async def rewrite(self, question: str, earlier: Sequence[str]) -> Answer:
+    async def rewrite(self, question: str, earlier: Sequence[str], generation: Generation) -> Answer:
         """``question`` as a standalone question, from the conversation's ``earlier`` questions."""
         history = "\n".join(f"{number}. {turn}" for number, turn in enumerate(earlier, start=1))
         prompt = f"Earlier questions, oldest first:\n{history}\n\nFollow-up question: {question}"
@@ -193,7 +192,7 @@ class OpenAIAnswerer:
             {"role": "user", "content": prompt},
         ]
         tokens = count_tokens(REWRITE_PROMPT) + count_tokens(prompt)
-        answer = await self._complete(messages, tokens, max_tokens=REWRITE_MAX_TOKENS, temperature=0)
+        answer = await self._complete(messages, tokens, **self._options(generation))
         return msgspec.structs.replace(answer, text=answer.text.strip() or question)
 
     async def _complete(self, messages: list[ChatCompletionMessageParam], prompt_tokens: int, **options: Any) -> Answer:

@@ -8,13 +8,12 @@ its operation, so an outage costs no timeouts; each caller decides what :class:`
 
 from __future__ import annotations
 
-import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Protocol
 
 from redis.asyncio import Redis
 
+from service.shared.expiring import ExpiringLRU
 from service.shared.health import RedisHealth
 
 __all__ = ["MemoryRecords", "Records", "RedisRecords"]
@@ -86,46 +85,29 @@ class MemoryRecords:
     """The same records for a single process (``memory://``): the least recently used go past ``max_entries``."""
 
     def __init__(self, max_entries: int) -> None:
-        self._max_entries = max_entries
-        self._entries: OrderedDict[str, tuple[bytes | list[bytes], float]] = OrderedDict()
-
-    def _live(self, key: str) -> bytes | list[bytes] | None:
-        found = self._entries.get(key)
-        if found is None:
-            return None
-        if found[1] <= time.monotonic():
-            del self._entries[key]
-            return None
-        self._entries.move_to_end(key)
-        return found[0]
-
-    def _store(self, key: str, value: bytes | list[bytes], ttl_s: int) -> None:
-        self._entries[key] = (value, time.monotonic() + ttl_s)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
+        self._entries: ExpiringLRU[bytes | list[bytes]] = ExpiringLRU(max_entries)
 
     async def get(self, operation: str, key: str) -> bytes | None:
-        value = self._live(key)
+        value = self._entries.get(key)
         return value if isinstance(value, bytes) else None
 
     async def claim(self, operation: str, key: str, value: bytes, ttl_s: int) -> bytes | None:
         current = await self.get(operation, key)
         if current is None:
-            self._store(key, value, ttl_s)
+            self._entries.put(key, value, ttl_s)
         return current
 
     async def put(self, operation: str, key: str, value: bytes, ttl_s: int) -> None:
-        self._store(key, value, ttl_s)
+        self._entries.put(key, value, ttl_s)
 
     async def delete(self, operation: str, key: str) -> bool:
-        return self._entries.pop(key, None) is not None
+        return self._entries.pop(key)
 
     async def append(self, operation: str, key: str, value: bytes, *, keep: int, ttl_s: int) -> None:
-        current = self._live(key)
+        current = self._entries.get(key)
         earlier: Sequence[bytes] = current if isinstance(current, list) else []
-        self._store(key, [*earlier, value][-keep:], ttl_s)
+        self._entries.put(key, [*earlier, value][-keep:], ttl_s)
 
     async def values(self, operation: str, key: str) -> list[bytes]:
-        value = self._live(key)
+        value = self._entries.get(key)
         return list(value) if isinstance(value, list) else []
