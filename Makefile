@@ -49,7 +49,7 @@ test: $(STAMP) system-deps lint
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
 
-## lint: ruff (lint and format) and mypy --strict on service/ and telemetry/
+## lint: ruff (lint and format) and mypy --strict on service/, telemetry/ and the client (clients/python)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

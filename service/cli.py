@@ -3,28 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
-import mimetypes
 import os
 import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
-import httpx
+from ragwatch_client import AnswerDelta, Client, Passage, RagwatchError, supported_files
 
 from service.auth import ADMIN, MEMBER, mint_token
 from service.config import Settings, SettingsError, load_settings
-from service.parsing.formats import SUFFIXES
 
 __all__ = ["main"]
 
 _TTL = re.compile(r"^(\d+)([smhd]?)$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-INGESTIBLE = tuple(SUFFIXES)
-"""What ``ragwatch ingest`` takes from a folder: the files the server parses, by their name."""
 
 
 def parse_ttl(text: str) -> int:
@@ -95,11 +88,8 @@ def _run_client(settings: Settings | None, args: argparse.Namespace) -> int:
     try:
         with client:
             return CLIENT_COMMANDS[args.command](client, args)
-    except ApiError as exc:
+    except (RagwatchError, UsageError) as exc:  # a problem the server answered, or none (cannot reach it)
         print(f"ragwatch: {exc}", file=sys.stderr)
-        return 1
-    except httpx.HTTPError as exc:
-        print(f"ragwatch: cannot reach {args.url}: {exc}", file=sys.stderr)
         return 1
 
 
@@ -149,15 +139,14 @@ def _token(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-class ApiError(Exception):
-    """The API answered with a problem."""
+class UsageError(Exception):
+    """The command line names something that is not there."""
 
 
-def _client(settings: Settings | None, args: argparse.Namespace) -> httpx.Client:
+def _client(settings: Settings | None, args: argparse.Namespace) -> Client:
     headers: dict[str, str] = {}
-    if args.token:
-        headers["Authorization"] = f"Bearer {args.token}"
-    elif settings is None:
+    token = args.token or ""
+    if token or settings is None:
         pass
     elif settings.auth.mode == "dev":
         headers.update({"X-Tenant-Id": args.tenant, "X-User-Id": "cli"})
@@ -171,126 +160,73 @@ def _client(settings: Settings | None, args: argparse.Namespace) -> httpx.Client
             iss=settings.auth.issuer,
             aud=settings.auth.audience,
         )
-        headers["Authorization"] = f"Bearer {token}"
-    return httpx.Client(base_url=args.url, headers=headers, timeout=120)
-
-
-def _check(response: httpx.Response) -> httpx.Response:
-    if response.is_success:
-        return response
-    try:
-        problem = response.json()
-        message = f"{response.status_code} {problem.get('title', '')}: {problem.get('detail', '')}"
-    except ValueError:
-        message = f"{response.status_code} {response.text[:200]}"
-    raise ApiError(message)
+    return Client(args.url, token=token, headers=headers, timeout=120)
 
 
 def iter_files(paths: Sequence[Path]) -> Iterator[Path]:
     for path in paths:
         if path.is_dir():
-            yield from sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in INGESTIBLE)
+            yield from supported_files(path)
         elif path.is_file():
             yield path
         else:
-            raise ApiError(f"no such file or folder: {path}")
+            raise UsageError(f"no such file or folder: {path}")
 
 
-def document_id_for(path: Path) -> str:
-    """A stable id per file, so ingesting a file again replaces it instead of adding a copy."""
-    # Ids must start with a letter or digit (service.models.ID_PATTERN): "_index.md" becomes "index-...".
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem).strip("-._")[:40] or "file"
-    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
-    return f"{stem}-{digest}"
-
-
-def _ingest(client: httpx.Client, args: argparse.Namespace) -> int:
+def _ingest(client: Client, args: argparse.Namespace) -> int:
     """Upload every file, ``--concurrency`` at a time (the server commits concurrent uploads together); a file
     the server refuses is reported and the rest go on."""
-    from concurrent.futures import ThreadPoolExecutor
-
     from rich.progress import Progress
 
     files = list(iter_files(args.paths))
     total_chunks = 0
     failures: list[str] = []
-    with Progress(transient=False) as progress, ThreadPoolExecutor(max_workers=args.concurrency) as pool:
+    with Progress(transient=False) as progress:
         task = progress.add_task("ingesting", total=len(files))
-        for path, outcome in zip(files, pool.map(lambda path: _upload(client, args.kb, path), files), strict=True):
-            if isinstance(outcome, int):
-                total_chunks += outcome
+        for result in client.documents.upload_files(args.kb, files, concurrency=args.concurrency):
+            if result.document is not None:
+                total_chunks += result.document.chunks
             else:
-                failures.append(f"{path}: {outcome}")
-            progress.update(task, advance=1, description=path.name)
+                failures.append(f"{result.path}: {result.error}")
+            progress.update(task, advance=1, description=result.path.name)
     for failure in failures:
         print(f"ragwatch: {failure}", file=sys.stderr)
     print(f"ingested {len(files) - len(failures)} file(s), {total_chunks} chunk(s) into {args.kb}")
     return 1 if failures else 0
 
 
-def _upload(client: httpx.Client, kb_id: str, path: Path) -> int | str:
-    """The chunks the file became, or why it was refused."""
-    try:
-        with path.open("rb") as handle:
-            response = client.post(
-                f"/v1/knowledge-bases/{kb_id}/documents",
-                files={"file": (path.name, handle, mimetypes.guess_type(path.name)[0] or "application/octet-stream")},
-                data={"id": document_id_for(path), "title": path.name},
-            )
-        chunks: int = _check(response).json()["chunks"]
-    except (ApiError, OSError) as exc:
-        return str(exc)
-    return chunks
-
-
-def _ask(client: httpx.Client, args: argparse.Namespace) -> int:
-    body: dict[str, Any] = {"kb_id": args.kb, "question": args.question, "stream": args.stream}
-    if args.top_k:
-        body["top_k"] = args.top_k
+def _ask(client: Client, args: argparse.Namespace) -> int:
     if not args.stream:
-        reply = _check(client.post("/v1/chat", json=body)).json()
-        print(reply["answer"])
-        _print_citations(reply["citations"], reply["trace_id"])
+        reply = client.chat(args.kb, args.question, top_k=args.top_k)
+        print(reply.answer)
+        _print_citations(reply.citations, reply.trace_id)
         return 0
-    with client.stream("POST", "/v1/chat", json=body) as response:
-        if not response.is_success:
-            response.read()
-            _check(response)
-        event = ""
-        for line in response.iter_lines():
-            if line.startswith("event:"):
-                event = line.partition(":")[2].strip()
-            elif line.startswith("data:"):
-                data = json.loads(line.partition(":")[2])
-                if event == "delta":
-                    print(data["text"], end="", flush=True)
-                elif event == "done":
-                    print()
-                    _print_citations(data["citations"], data["trace_id"])
-                elif event == "error":
-                    raise ApiError(f"{data['status']} {data['title']}: {data['detail']}")
+    for event in client.chat_stream(args.kb, args.question, top_k=args.top_k):
+        if isinstance(event, AnswerDelta):
+            print(event.text, end="", flush=True)
+        else:
+            print()
+            _print_citations(event.citations, event.trace_id)
     return 0
 
 
-def _reindex(client: httpx.Client, args: argparse.Namespace) -> int:
-    done = _check(client.post(f"/v1/knowledge-bases/{args.kb}/reindex", timeout=None)).json()
-    if done["chunks"]:
-        print(
-            f"{done['chunks']} chunks embedded again: {done['previous_embedding_model']} -> {done['embedding_model']}"
-        )
+def _reindex(client: Client, args: argparse.Namespace) -> int:
+    done = client.knowledge_bases.reindex(args.kb)
+    if done.chunks:
+        print(f"{done.chunks} chunks embedded again: {done.previous_embedding_model} -> {done.embedding_model}")
     else:
-        print(f"already embedded with {done['embedding_model']}: nothing to do")
+        print(f"already embedded with {done.embedding_model}: nothing to do")
     return 0
 
 
-CLIENT_COMMANDS: dict[str, Callable[[httpx.Client, argparse.Namespace], int]] = {
+CLIENT_COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "ingest": _ingest,
     "ask": _ask,
     "reindex": _reindex,
 }
 
 
-def _print_citations(citations: list[dict[str, Any]], trace_id: str) -> None:
+def _print_citations(citations: Sequence[Passage], trace_id: str) -> None:
     for number, citation in enumerate(citations, start=1):
-        print(f"  [{number}] {citation['title']} ({citation['document_id']}, score {citation['score']:.2f})")
+        print(f"  [{number}] {citation.title} ({citation.document_id}, score {citation.score:.2f})")
     print(f"  trace {trace_id}")

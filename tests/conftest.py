@@ -1,8 +1,9 @@
 """Shared fixtures, and each test's layer as a marker.
 
 Layers, by directory: ``tests/unit`` (pure logic: milliseconds, no servers; ``make test-fast``), and the
-real-parts suites ``tests/service`` (the real app over HTTP, LanceDB, Redis), ``tests/telemetry``
-(what the service emits) and ``tests/stack`` (Prometheus, Alertmanager and the dashboards, for real).
+real-parts suites ``tests/service`` (the real app over HTTP, LanceDB, Redis), ``tests/clients`` (the Python
+client, ``clients/python``, against the real app), ``tests/telemetry`` (what the service emits) and
+``tests/stack`` (Prometheus, Alertmanager and the dashboards, for real).
 The fixtures below start real servers; they import what they need when first used, so the unit layer never
 loads the app.
 """
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from tests.support import LiveServer, RedisServer
 
 ClientFactory = Callable[..., httpx.Client]
-LAYERS = ("unit", "service", "telemetry", "stack")
+LAYERS = ("unit", "service", "clients", "telemetry", "stack")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -6,17 +6,18 @@ Each test runs the real command in a subprocess (``python -m service``) against 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from ragwatch_client import Client
 
 from tests.documents import docx_bytes, image_pdf, text_pdf
-from tests.support import JWT_SECRET, LiveServer, create_kb, run_ragwatch, token
+from tests.support import JWT_SECRET, LiveServer, free_port, run_ragwatch, token
 
 HANDBOOK = (
     "# Vacation policy\n\nEvery employee gets twenty-five days of paid vacation per year. "
@@ -155,24 +156,31 @@ def handbook_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def empty_kb(admin: httpx.Client) -> str:
-    return create_kb(admin, "cli")
+def api(server: LiveServer) -> Iterator[Client]:
+    """The typed client, as tenant ``acme``'s admin: what the tests read the knowledge base's state with."""
+    with Client(server.url, token=token()) as client:
+        yield client
 
 
-def kb_state(admin: httpx.Client, kb: str) -> tuple[int, int, list[str], list[str]]:
+@pytest.fixture
+def empty_kb(api: Client) -> str:
+    return api.knowledge_bases.create("cli").id
+
+
+def kb_state(api: Client, kb: str) -> tuple[int, int, list[str], list[str]]:
     """Document count, chunk count, sorted titles and sorted document ids of ``kb``."""
-    detail = admin.get(f"/v1/knowledge-bases/{kb}").json()
-    documents = admin.get(f"/v1/knowledge-bases/{kb}/documents").json()
+    detail = api.knowledge_bases.get(kb)
+    documents = list(api.documents.list(kb))
     return (
-        detail["document_count"],
-        detail["chunk_count"],
-        sorted(document["title"] for document in documents),
-        sorted(document["document_id"] for document in documents),
+        detail.document_count,
+        detail.chunk_count,
+        sorted(document.title for document in documents),
+        sorted(document.document_id for document in documents),
     )
 
 
 def test_ingest_a_folder_adds_every_file_of_a_supported_format(
-    server: LiveServer, admin: httpx.Client, empty_kb: str, handbook_dir: Path, tmp_path: Path
+    server: LiveServer, api: Client, empty_kb: str, handbook_dir: Path, tmp_path: Path
 ) -> None:
     """The client needs only --url and --token: none of the server's settings are in its environment."""
     result = run_ragwatch(
@@ -182,7 +190,7 @@ def test_ingest_a_folder_adds_every_file_of_a_supported_format(
     assert result.returncode == 0, result.stderr
     assert "ingested 6 file(s)" in result.stdout
     assert f"into {empty_kb}" in result.stdout
-    documents, chunks, titles, _ = kb_state(admin, empty_kb)
+    documents, chunks, titles, _ = kb_state(api, empty_kb)
     assert documents == 6
     assert chunks >= 6
     assert titles == [
@@ -191,27 +199,24 @@ def test_ingest_a_folder_adds_every_file_of_a_supported_format(
 
 
 def test_ingesting_the_same_folder_again_replaces_instead_of_duplicating(
-    server: LiveServer, admin: httpx.Client, empty_kb: str, handbook_dir: Path, tmp_path: Path
+    server: LiveServer, api: Client, empty_kb: str, handbook_dir: Path, tmp_path: Path
 ) -> None:
     arguments = ("ingest", str(handbook_dir), "--kb", empty_kb, "--url", server.url, "--token", token())
     first = run_ragwatch(*arguments, cwd=tmp_path)
-    after_first = kb_state(admin, empty_kb)
+    after_first = kb_state(api, empty_kb)
     (handbook_dir / "expenses.txt").write_text(EXPENSES + "Meals are reimbursed up to forty euros per day.\n")
 
     second = run_ragwatch(*arguments, cwd=tmp_path)
 
     assert first.returncode == 0, first.stderr
     assert second.returncode == 0, second.stderr
-    assert kb_state(admin, empty_kb) == after_first
-    expenses = next(
-        d for d in admin.get(f"/v1/knowledge-bases/{empty_kb}/documents").json() if d["title"] == "expenses.txt"
-    )
-    text = admin.get(f"/v1/knowledge-bases/{empty_kb}/documents/{expenses['document_id']}").json()["text"]
-    assert "forty euros" in text
+    assert kb_state(api, empty_kb) == after_first
+    expenses = next(document for document in api.documents.list(empty_kb) if document.title == "expenses.txt")
+    assert "forty euros" in api.documents.get(empty_kb, expenses.document_id).text
 
 
 def test_ingest_reports_each_refused_file_with_the_servers_reason_and_ingests_the_rest(
-    server: LiveServer, admin: httpx.Client, empty_kb: str, handbook_dir: Path, tmp_path: Path
+    server: LiveServer, api: Client, empty_kb: str, handbook_dir: Path, tmp_path: Path
 ) -> None:
     (handbook_dir / "scan.pdf").write_bytes(image_pdf())
     result = run_ragwatch(
@@ -226,7 +231,7 @@ def test_ingest_reports_each_refused_file_with_the_servers_reason_and_ingests_th
     assert refused[1].startswith(f"ragwatch: {handbook_dir / 'scan.pdf'}: 422 ")
     assert "OCR" in refused[1]
     assert "ingested 6 file(s)" in result.stdout
-    assert kb_state(admin, empty_kb)[0] == 6
+    assert kb_state(api, empty_kb)[0] == 6
 
 
 def test_ingest_of_a_missing_path_fails_in_one_line(server: LiveServer, empty_kb: str, tmp_path: Path) -> None:
@@ -304,6 +309,26 @@ def test_ask_with_a_rejected_token_reports_the_401(server: LiveServer, ingested_
     assert result.returncode == 1
     assert result.stderr.startswith("ragwatch: 401 ")
     assert forged not in result.stderr
+
+
+def test_reindex_of_a_knowledge_base_on_the_servers_embedder_says_there_is_nothing_to_do(
+    server: LiveServer, ingested_kb: str, tmp_path: Path
+) -> None:
+    result = run_ragwatch("reindex", "--kb", ingested_kb, "--url", server.url, "--token", token(), cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "already embedded with hashing-384: nothing to do\n"
+
+
+def test_a_client_command_against_no_server_fails_in_one_line(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+
+    result = run_ragwatch("ask", "hi?", "--kb", "kb1", "--url", url, "--token", token(), cwd=tmp_path)
+
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith(f"ragwatch: Cannot reach {url}/v1/chat: ")
+    assert result.stderr.count("\n") == 1
 
 
 def test_serve_with_an_invalid_port_exits_with_code_2_and_one_line_naming_the_variable(tmp_path: Path) -> None:
