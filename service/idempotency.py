@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -43,6 +44,8 @@ class Replayable(Generic[T]):
 
 class _Entry(msgspec.Struct, array_like=True):
     fingerprint: str
+    claim: str
+    """Which request claimed the key: only it may store its result or free the key."""
     result: bytes | None = None
     """The JSON of the result once the request succeeded; ``None`` while it runs."""
 
@@ -61,8 +64,9 @@ def fingerprint(*parts: bytes | str) -> str:
 
 
 class Idempotency:
-    def __init__(self, records: Records, *, ttl_s: int = 86_400, running_s: int = 600) -> None:
-        """``running_s``: how long a claim holds while its request runs (one that crashed frees it then)."""
+    def __init__(self, records: Records, *, ttl_s: int = 86_400, running_s: int = 3_600) -> None:
+        """``running_s``: how long a claim holds while its request runs (one that crashed frees it then); a
+        request still running then can no longer store its result, so a repeat after it is done again."""
         self._records = records
         self._ttl_s = ttl_s
         self._running_s = running_s
@@ -82,9 +86,10 @@ class Idempotency:
         if key is None:
             return Replayable(await compute())
         record_key = _record_key(principal, operation, key)
-        entry = _Entry(fingerprint(*request))
+        entry = _Entry(fingerprint(*request), claim=uuid.uuid4().hex)
+        claimed = _encode(entry)
         try:
-            found = await self._records.claim(_OPERATION, record_key, _encode(entry), self._running_s)
+            found = await self._records.claim(_OPERATION, record_key, claimed, self._running_s)
         except RedisUnavailable:
             raise SharedStateUnavailable("Idempotency keys cannot be honoured while Redis is down.") from None
         if found is not None:
@@ -93,12 +98,10 @@ class Idempotency:
             value = await compute()
         except BaseException:
             with anyio.CancelScope(shield=True):  # a client that hung up still frees its key
-                await self._release(record_key)
+                await self._settle(record_key, claimed, None)
             raise
-        done = _Entry(entry.fingerprint, msgspec.json.encode(value))
-        # Done already if Redis fails now: the claim runs out, and a repeat after that would be done again.
-        with contextlib.suppress(RedisUnavailable):
-            await self._records.put(_OPERATION, record_key, _encode(done), self._ttl_s)
+        done = msgspec.structs.replace(entry, result=msgspec.json.encode(value))
+        await self._settle(record_key, claimed, _encode(done))
         return Replayable(value)
 
     def _replay(self, earlier: _Entry, entry: _Entry, result_type: type[T]) -> Replayable[T]:
@@ -110,9 +113,13 @@ class Idempotency:
             raise IdempotencyKeyInUse("A request with this Idempotency-Key is still running; try again shortly.")
         return Replayable(msgspec.json.decode(earlier.result, type=result_type), replayed=True)
 
-    async def _release(self, record_key: str) -> None:
-        with contextlib.suppress(RedisUnavailable):  # else the claim runs out by itself
-            await self._records.delete(_OPERATION, record_key)
+    async def _settle(self, record_key: str, claimed: bytes, done: bytes | None) -> None:
+        """Store the result (``done``) or free the key (``None``), if the claim is still this request's.
+
+        If Redis fails now, the claim runs out by itself, and a repeat after that is done again.
+        """
+        with contextlib.suppress(RedisUnavailable):
+            await self._records.swap(_OPERATION, record_key, claimed, done, self._ttl_s)
 
 
 def _record_key(principal: Principal, operation: str, key: str) -> str:

@@ -1,9 +1,11 @@
 """Cursor pagination of the list routes: ``limit`` items per page, and an opaque ``next_cursor`` to go on.
 
 Lists are ordered by creation time, then id. A cursor names the last item of a page (its ``created_at`` and
-id), and the next page is what comes after it (keyset pagination): pages stay correct while items are added
-or deleted between requests, and no offset has to be counted past. A document replaced while a client pages
-moves to the end (it is newer), so it may be listed twice, never missed.
+id), and the next page is what comes after it (keyset pagination): deleting items between requests never
+shifts a page, and items created since come on later pages. A document replaced while a client pages moves to
+the end (it is newer), so it may be listed twice. ``created_at`` is stamped before a write commits, so a write
+still committing when a page passed its place is missed (the README says so). LanceDB sorts nothing for us:
+each page reads the keys after its cursor and sorts them here.
 """
 
 from __future__ import annotations

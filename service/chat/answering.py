@@ -170,13 +170,15 @@ class Answering:
         return answer
 
     def _call(self, tenant_id: str, question: str, generation: Generation, *, step: str | None = None) -> GenAICall:
-        """The GenAI span of one call (``step``: what it is for, when it is not the answer)."""
+        """The GenAI span of one call (``step``: what it is for, when it is not the answer), with the options
+        the answerer really asks for."""
         answerer = self._answerer
         request: dict[str, float | int | str] = {"rag.llm.step": step} if step else {}
-        if generation.max_tokens is not None:
-            request["gen_ai.request.max_tokens"] = generation.max_tokens
-        if generation.temperature is not None:
-            request["gen_ai.request.temperature"] = generation.temperature
+        sent = answerer.effective(generation)
+        if sent.max_tokens is not None:
+            request["gen_ai.request.max_tokens"] = sent.max_tokens
+        if sent.temperature is not None:
+            request["gen_ai.request.temperature"] = sent.temperature
         return GenAICall(
             self._telemetry,
             "chat",

@@ -98,6 +98,10 @@ class Answerer(Protocol):
     """Changes whenever the answerer would answer the same passages differently (part of the answer-cache key,
     so a deploy never serves answers of the previous behaviour)."""
 
+    def effective(self, generation: Generation) -> Generation:
+        """What the answerer really asks for when ``generation`` is asked of it (its caps and defaults)."""
+        ...
+
     async def answer(self, question: str, passages: Sequence[Passage], generation: Generation = ...) -> Answer: ...
 
     async def stream(

@@ -102,6 +102,10 @@ class ExtractiveAnswerer:
         self._embed = embed
         self.max_sentences = max_sentences
 
+    def effective(self, generation: Generation) -> Generation:
+        """``max_tokens`` as asked (no limit by default); no temperature, for nothing is sampled."""
+        return Generation(max_tokens=generation.max_tokens)
+
     async def answer(
         self, question: str, passages: Sequence[Passage], generation: Generation = DEFAULT_GENERATION
     ) -> Answer:

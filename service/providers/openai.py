@@ -168,13 +168,18 @@ class OpenAIAnswerer:
             {"role": "user", "content": build_user_prompt(question, passages)},
         ]
 
-    def _options(self, generation: Generation) -> dict[str, Any]:
-        """The call's sampling options: the caller's ``max_tokens`` up to ``RAGWATCH_LLM_MAX_OUTPUT_TOKENS``, and
-        its ``temperature`` when it gave one."""
+    def effective(self, generation: Generation) -> Generation:
+        """The caller's ``max_tokens`` up to ``RAGWATCH_LLM_MAX_OUTPUT_TOKENS`` (that, when it gave none), and its
+        ``temperature`` when it gave one (else the provider's default)."""
         wanted = generation.max_tokens
-        options: dict[str, Any] = {"max_tokens": min(wanted, self._max_tokens) if wanted else self._max_tokens}
-        if generation.temperature is not None:
-            options["temperature"] = generation.temperature
+        return Generation(min(wanted, self._max_tokens) if wanted else self._max_tokens, generation.temperature)
+
+    def _options(self, generation: Generation) -> dict[str, Any]:
+        """The call's sampling options, as :meth:`effective` says."""
+        sent = self.effective(generation)
+        options: dict[str, Any] = {"max_tokens": sent.max_tokens}
+        if sent.temperature is not None:
+            options["temperature"] = sent.temperature
         return options
 
     async def answer(

@@ -32,6 +32,11 @@ class Records(Protocol):
         """Whether there was something to delete."""
         ...
 
+    async def swap(self, operation: str, key: str, expected: bytes, value: bytes | None, ttl_s: int) -> bool:
+        """Replace the value at ``key`` with ``value`` (delete it for ``None``) only if it still is ``expected``;
+        whether it was."""
+        ...
+
     async def append(self, operation: str, key: str, value: bytes, *, keep: int, ttl_s: int) -> None:
         """Add ``value`` to the list at ``key``, keep its last ``keep`` values, and renew its lifetime."""
         ...
@@ -41,10 +46,18 @@ class Records(Protocol):
         ...
 
 
+_SWAP = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) end
+return 1
+"""
+
+
 class RedisRecords:
     def __init__(self, redis: Redis, health: RedisHealth) -> None:
         self._redis = redis
         self._health = health
+        self._swap = redis.register_script(_SWAP)
 
     async def get(self, operation: str, key: str) -> bytes | None:
         with self._health.guard(operation):
@@ -66,6 +79,11 @@ class RedisRecords:
     async def delete(self, operation: str, key: str) -> bool:
         with self._health.guard(operation):
             return bool(await self._redis.delete(key))
+
+    async def swap(self, operation: str, key: str, expected: bytes, value: bytes | None, ttl_s: int) -> bool:
+        with self._health.guard(operation):
+            swapped = await self._swap(keys=[key], args=[expected, value or b"", ttl_s])
+        return bool(swapped)
 
     async def append(self, operation: str, key: str, value: bytes, *, keep: int, ttl_s: int) -> None:
         with self._health.guard(operation):
@@ -102,6 +120,15 @@ class MemoryRecords:
 
     async def delete(self, operation: str, key: str) -> bool:
         return self._entries.pop(key)
+
+    async def swap(self, operation: str, key: str, expected: bytes, value: bytes | None, ttl_s: int) -> bool:
+        if self._entries.get(key) != expected:
+            return False
+        if value is None:
+            self._entries.pop(key)
+        else:
+            self._entries.put(key, value, ttl_s)
+        return True
 
     async def append(self, operation: str, key: str, value: bytes, *, keep: int, ttl_s: int) -> None:
         current = self._entries.get(key)

@@ -184,6 +184,20 @@ def test_a_conversation_keeps_its_last_turns_and_expires_after_its_last_one(shor
     assert_problem(expired, 404, "not-found")
 
 
+def test_each_turn_renews_the_conversations_lifetime(short_lived: httpx.Client) -> None:
+    kb_id = create_kb(short_lived, "renewed")
+    ingest(short_lived, kb_id, title="UNESCO", text=UNESCO)
+    chat(short_lived, kb_id, "What does UNESCO do?", "renewed")
+    time.sleep(1.3)
+    chat(short_lived, kb_id, FOLLOW_UP, "renewed")
+    time.sleep(1.3)  # 2.6 s after the first turn, 1.3 s after the last: within the 2 s lifetime of the last
+
+    kept = short_lived.get("/v1/conversations/renewed")
+
+    assert kept.status_code == 200, kept.text
+    assert [turn["question"] for turn in kept.json()["turns"]] == ["What does UNESCO do?", FOLLOW_UP]
+
+
 def test_with_redis_every_replica_serves_the_same_conversation(tmp_path: Path, redis_server: RedisServer) -> None:
     env = {"RAGWATCH_REDIS_URL": redis_server.url, "RAGWATCH_READ_CONSISTENCY_S": "0"}
     data = tmp_path / "shared-lancedb"

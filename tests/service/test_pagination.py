@@ -30,9 +30,15 @@ def all_pages(client: httpx.Client, url: str, limit: int, cursor: str | None = N
         params = {"limit": limit, "cursor": body["next_cursor"]}
 
 
+def create_in_order(client: httpx.Client, count: int) -> list[str]:
+    """Ids of ``count`` new knowledge bases in list order: creation time, then id (two may share a millisecond)."""
+    bodies = [client.post("/v1/knowledge-bases", json={"name": f"kb {n}"}).json() for n in range(count)]
+    return [body["id"] for body in sorted(bodies, key=lambda body: (body["created_at"], body["id"]))]
+
+
 def test_knowledge_bases_come_a_page_at_a_time_each_exactly_once_oldest_first(client_for: ClientFactory) -> None:
     admin = client_for(fresh_tenant())
-    created = [create_kb(admin, f"kb {n}") for n in range(7)]
+    created = create_in_order(admin, 7)
 
     pages = all_pages(admin, "/v1/knowledge-bases", limit=3)
 
@@ -42,7 +48,7 @@ def test_knowledge_bases_come_a_page_at_a_time_each_exactly_once_oldest_first(cl
 
 def test_a_list_that_fills_its_last_page_exactly_ends_with_an_empty_cursor(client_for: ClientFactory) -> None:
     admin = client_for(fresh_tenant())
-    created = [create_kb(admin, f"kb {n}") for n in range(4)]
+    created = create_in_order(admin, 4)
 
     pages = all_pages(admin, "/v1/knowledge-bases", limit=2)
 
@@ -51,7 +57,10 @@ def test_a_list_that_fills_its_last_page_exactly_ends_with_an_empty_cursor(clien
 
 def test_documents_come_a_page_at_a_time_and_a_page_survives_deletions_before_it(admin: httpx.Client) -> None:
     kb_id = create_kb(admin, "paged documents")
-    ids = [ingest(admin, kb_id, title=f"Doc {n}", text=f"Document number {n}.")["document_id"] for n in range(5)]
+    ingest_all = [ingest(admin, kb_id, title=f"Doc {n}", text=f"Document number {n}.") for n in range(5)]
+    listed_once = admin.get(documents_url(kb_id)).json()["data"]
+    ids = [d["document_id"] for d in listed_once]
+    assert sorted(ids) == sorted(d["document_id"] for d in ingest_all)
 
     first = admin.get(documents_url(kb_id), params={"limit": 2}).json()
     admin.delete(f"{documents_url(kb_id)}/{ids[0]}").raise_for_status()  # an item already seen goes away

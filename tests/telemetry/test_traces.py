@@ -716,3 +716,26 @@ def test_a_conversation_turn_carries_its_id_on_the_server_span_and_on_the_rewrit
     duration = "gen_ai.client.operation.duration"
     assert recorder.histogram(duration, **{"gen_ai.request.model": "gpt-4o-mini"})[0] == 3  # 2 answers, 1 rewrite
     assert recorder.histogram(duration, **{"gen_ai.conversation.id": "talk-1"})[0] == 0  # never a metric label
+
+
+def test_the_answer_span_carries_the_max_tokens_and_temperature_really_sent(
+    recorder: Recorder, serve: Serve, fake_openai: FakeOpenAI
+) -> None:
+    env = openai_env(fake_openai.base_url, RAGWATCH_EMBEDDER="hashing", RAGWATCH_LLM_MAX_OUTPUT_TOKENS="300")
+    question = [{"role": "user", "content": QUESTION}]
+    with serve(recorder, **env) as (_, client):
+        kb_id = kb_with_handbook(client)
+        plain = client.post("/v1/chat/completions", json={"model": kb_id, "messages": question})
+        asked = client.post(
+            "/v1/chat/completions", json={"model": kb_id, "messages": question, "max_tokens": 9000, "temperature": 0.4}
+        )
+
+    spans = {}
+    for name, response in (("plain", plain), ("asked", asked)):
+        assert response.status_code == 200, response.text
+        spans[name] = attributes(recorder.trace(response.json()["trace_id"]).named("chat gpt-4o-mini"))
+    assert spans["plain"]["gen_ai.request.max_tokens"] == 300
+    assert "gen_ai.request.temperature" not in spans["plain"]
+    assert spans["asked"]["gen_ai.request.max_tokens"] == 300  # capped by RAGWATCH_LLM_MAX_OUTPUT_TOKENS
+    assert spans["asked"]["gen_ai.request.temperature"] == 0.4
+    assert [call.body["max_tokens"] for call in fake_openai.calls(CHAT)] == [300, 300]

@@ -18,6 +18,7 @@ from ragwatch_client import (
     SUFFIXES,
     AnswerDelta,
     AnswerDone,
+    AsyncClient,
     ChatEvent,
     ChatResponse,
     Client,
@@ -300,3 +301,13 @@ def test_the_client_depends_on_httpx_and_msgspec_only_and_imports_nothing_of_the
     assert [re.split(r"[<>=!~ ]", dependency)[0] for dependency in project["dependencies"]] == ["httpx", "msgspec"]
     assert not {"service", "telemetry", "litestar", "tests"} & set(eval(loaded))  # noqa: S307 - a list literal we printed
     assert (CLIENT / "src" / "ragwatch_client" / "py.typed").exists()
+
+
+async def test_uploading_with_no_concurrency_is_refused_by_both_clients(tmp_path: Path) -> None:
+    files = [tmp_path / "a.txt"]
+    files[0].write_text("text")
+    async with AsyncClient("http://127.0.0.1:9", token="t") as client:
+        with pytest.raises(ValueError, match="concurrency"):
+            [result async for result in client.documents.upload_files("kb1", files, concurrency=0)]
+    with Client("http://127.0.0.1:9", token="t") as sync_client, pytest.raises(ValueError, match="concurrency"):
+        list(sync_client.documents.upload_files("kb1", files, concurrency=0))

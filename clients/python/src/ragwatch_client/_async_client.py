@@ -92,6 +92,8 @@ class AsyncDocuments:
         self, kb_id: str, paths: Iterable[str | os.PathLike[str]], *, concurrency: int = 4
     ) -> AsyncIterator[models.UploadResult]:
         """Upload files, ``concurrency`` at a time; each result in the order given: ``async for``."""
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, not {concurrency}")
         slots = asyncio.Semaphore(concurrency)
 
         async def upload(path: Path) -> models.UploadResult:

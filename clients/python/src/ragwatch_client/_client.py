@@ -91,6 +91,8 @@ class Documents:
     ) -> Iterator[models.UploadResult]:
         """Upload files, ``concurrency`` at a time, yielding each one's result in the order given. Each gets
         a stable id from its path (see :func:`document_id_for`): uploading it again replaces it."""
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, not {concurrency}")
         pool = ThreadPoolExecutor(max_workers=concurrency)
         try:
             yield from pool.map(lambda path: self._upload_one(kb_id, Path(path)), paths)
