@@ -29,6 +29,10 @@ from service.limits import RateLimiter, load_overrides
 from service.openai_compat import Completions
 from service.pricing import load_prices
 from service.providers import Providers, build_providers, min_similarity
+from service.quality.answers import AnswerRegistry
+from service.quality.feedback import FeedbackService
+from service.quality.probes import Probes
+from service.quality.runner import ProbeRunner
 from service.readiness import ReadinessChecks
 from service.reindexing import Reindexing
 from service.search import Search
@@ -58,6 +62,11 @@ class Container:
     documents: Documents
     chat: Chat
     conversations: Conversations
+    answers: AnswerRegistry
+    feedback: FeedbackService
+    probes: Probes
+    probe_runner: ProbeRunner | None
+    """``None`` when ``RAGWATCH_PROBES_ENABLED=false``: probes are kept, not run."""
     search: Search
     reindexing: Reindexing
     completions: Completions
@@ -89,6 +98,8 @@ class Container:
             await self.store.open()
             await self.providers.start()
             self.shared.start()
+            if self.probe_runner is not None:
+                self.probe_runner.start()
             self._monitor = asyncio.get_running_loop().create_task(self.readiness.monitor())
         except BaseException:
             await self.aclose()
@@ -104,6 +115,9 @@ class Container:
             stack.push_async_callback(self.store.close)
             stack.push_async_callback(self.documents.aclose)
             stack.push_async_callback(self.cache.aclose)
+            stack.push_async_callback(self.answers.aclose)
+            if self.probe_runner is not None:
+                stack.push_async_callback(self.probe_runner.aclose)
             if self._monitor is not None:
                 stack.push_async_callback(_cancelled, self._monitor)
 
@@ -156,7 +170,17 @@ def build_container(
     conversations = Conversations(
         shared.records, max_turns=settings.conversations.max_turns, ttl_s=settings.conversations.ttl_s
     )
-    chat = Chat(knowledge_bases, retriever, answering, conversations, default_top_k=rag.default_top_k)
+    answers = AnswerRegistry(shared.records, ttl_s=settings.quality.feedback_ttl_s)
+    probes = Probes(knowledge_bases, store, shared.records)
+    chat = Chat(
+        knowledge_bases,
+        retriever,
+        answering,
+        conversations,
+        answers=answers,
+        telemetry=observed,
+        default_top_k=rag.default_top_k,
+    )
     return Container(
         settings=settings,
         telemetry=observed,
@@ -179,6 +203,14 @@ def build_container(
         ),
         chat=chat,
         conversations=conversations,
+        answers=answers,
+        feedback=FeedbackService(answers, store, observed),
+        probes=probes,
+        probe_runner=(
+            ProbeRunner(probes, chat, shared.records, observed, interval_s=settings.quality.probe_interval_s)
+            if settings.quality.probes_enabled
+            else None
+        ),
         completions=Completions(knowledge_bases, chat, sources=rag.openai_sources),
         search=Search(knowledge_bases, retriever, default_top_k=rag.default_top_k),
         reindexing=Reindexing(knowledge_bases, store, embeddings, cache, observed),
@@ -203,4 +235,5 @@ def telemetry_options(settings: Settings) -> TelemetryOptions:
         metrics_enabled=settings.telemetry.metrics_enabled,
         capture_content=settings.telemetry.capture_content,
         tenant_label_limit=settings.telemetry.metrics_tenant_limit,
+        kb_label_limit=settings.telemetry.metrics_kb_limit,
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -17,12 +17,19 @@ __all__ = [
     "DocumentCreated",
     "DocumentPage",
     "DocumentSummary",
+    "FeedbackAccepted",
+    "FeedbackCreate",
     "HealthCheck",
     "KnowledgeBase",
     "KnowledgeBaseCreate",
     "KnowledgeBaseDetail",
     "KnowledgeBasePage",
     "Passage",
+    "Probe",
+    "ProbeCreate",
+    "ProbeExpectation",
+    "ProbeList",
+    "ProbeResult",
     "Problem",
     "Readiness",
     "Reindexed",
@@ -165,6 +172,58 @@ class Conversation(msgspec.Struct):
     id: str
     turns: list[ConversationTurn]
     """Oldest first; the last ``RAGWATCH_CONVERSATION_MAX_TURNS``."""
+
+
+class FeedbackCreate(msgspec.Struct, forbid_unknown_fields=True):
+    trace_id: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{32}$", description="The answer's `trace_id`")]
+    rating: Literal["up", "down"]
+    comment: Annotated[str, msgspec.Meta(max_length=2000)] = ""
+    """Stored with the feedback; never a metric label, and logged only with ``RAGWATCH_CAPTURE_CONTENT``."""
+
+
+class FeedbackAccepted(msgspec.Struct):
+    trace_id: str
+    kb_id: str
+    rating: str
+    created_at: str
+
+
+class ProbeExpectation(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    document_id: Identifier | None = None
+    """The document the answer must cite."""
+    contains: Annotated[NonBlank, msgspec.Meta(max_length=500)] | None = None
+    """Text the answer must contain (compared without regard to case)."""
+
+
+class ProbeCreate(msgspec.Struct, forbid_unknown_fields=True):
+    question: Annotated[NonBlank, msgspec.Meta(max_length=4000)]
+    expect: ProbeExpectation
+    """At least one of ``document_id`` and ``contains``."""
+
+
+class ProbeResult(msgspec.Struct):
+    result: Literal["pass", "fail", "error"]
+    ran_at: str
+    trace_id: str
+    """The trace of the run: retrieval and answer, below a root span ``probe``."""
+    duration_s: float
+    detail: str = ""
+    """Why it failed or erred."""
+
+
+class Probe(msgspec.Struct):
+    id: str
+    kb_id: str
+    question: str
+    expect: ProbeExpectation
+    created_at: str
+    last: ProbeResult | None = None
+    """The last run's result; ``null`` until the probe has run."""
+
+
+class ProbeList(msgspec.Struct):
+    data: list[Probe]
+    """Oldest first; at most ``MAX_PROBES`` per knowledge base."""
 
 
 class SearchRequest(msgspec.Struct, forbid_unknown_fields=True):

@@ -6,9 +6,17 @@ from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from typing import Any
 
-from opentelemetry.trace import Span
+from opentelemetry.trace import Span, get_current_span
 
-__all__ = ["RequestContext", "current_request", "enter_request", "leave_request", "update_request"]
+__all__ = [
+    "RequestContext",
+    "answer_span_id",
+    "current_request",
+    "enter_request",
+    "leave_request",
+    "mark_answer_span",
+    "update_request",
+]
 
 
 @dataclass
@@ -18,6 +26,8 @@ class RequestContext:
     server_span: Span | None = None
     fields: dict[str, Any] = field(default_factory=dict)
     """``tenant_id``, ``user_id``, ``kb_id``, ``question_length``, ``cache``… as they become known."""
+    answer_span_id: str | None = None
+    """The span of the LLM call that made this request's answer, when it made one."""
 
 
 _current: ContextVar[RequestContext | None] = ContextVar("ragwatch_request", default=None)
@@ -52,3 +62,20 @@ def update_request(**fields: Any) -> None:
             span.set_attribute("rag.cache.outcome", fields["cache"])
         if "conversation_id" in fields:
             span.set_attribute("gen_ai.conversation.id", fields["conversation_id"])
+
+
+def mark_answer_span(span: Span) -> None:
+    """``span`` made the request's answer: feedback on the answer is emitted in it."""
+    context = _current.get()
+    if context is not None:
+        context.answer_span_id = format(span.get_span_context().span_id, "016x")
+
+
+def answer_span_id() -> str:
+    """The span that made the request's answer, else the request's server span (a cached answer), else the
+    current span, as 16 hex digits."""
+    context = _current.get()
+    if context is not None and context.answer_span_id is not None:
+        return context.answer_span_id
+    span = context.server_span if context is not None and context.server_span is not None else get_current_span()
+    return format(span.get_span_context().span_id, "016x")

@@ -27,8 +27,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from opentelemetry import metrics, trace
+from opentelemetry._logs import Logger, NoOpLoggerProvider
 from opentelemetry._logs import LoggerProvider as ApiLoggerProvider
-from opentelemetry._logs import NoOpLoggerProvider
 from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogs
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcMetrics
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpans
@@ -53,6 +53,7 @@ from telemetry.exporters import (
     WithoutTelemetryDiagnostics,
 )
 from telemetry.instruments import Instruments
+from telemetry.quality import QualityInstruments
 
 __all__ = ["Telemetry", "TelemetryOptions", "disabled_telemetry", "setup_telemetry", "use_stable_semantic_conventions"]
 
@@ -69,6 +70,7 @@ class TelemetryOptions:
     metrics_enabled: bool = True
     capture_content: bool = False
     tenant_label_limit: int = 100
+    kb_label_limit: int = 200
     shutdown_timeout_s: float = 5.0
     extra_span_processors: Sequence[SpanProcessor] = ()
     """Test hooks: in-memory exporters are added here, beside what the environment configures."""
@@ -85,16 +87,20 @@ class Telemetry:
     meter_provider: metrics.MeterProvider
     logger_provider: ApiLoggerProvider
     instruments: Instruments
+    quality: QualityInstruments
     registry: CollectorRegistry | None
     capture_content: bool
     shutdown_timeout_s: float
     otlp_signals: frozenset[str] = frozenset()
     """The signals exported over OTLP (``traces``, ``metrics``, ``logs``); empty when nothing leaves the process."""
     tracer: trace.Tracer = field(init=False)
+    events: Logger = field(init=False)
+    """Where OpenTelemetry events (``gen_ai.evaluation.result``, ``ragwatch.feedback``) are emitted."""
     _shutdown_started: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         self.tracer = self.tracer_provider.get_tracer(SCOPE)
+        self.events = self.logger_provider.get_logger(SCOPE)
 
     def shutdown(self) -> None:
         """Flush and stop every provider; returns within ``shutdown_timeout_s`` whatever the collector does.
@@ -145,12 +151,14 @@ def disabled_telemetry(options: TelemetryOptions | None = None) -> Telemetry:
     """No-op providers: nothing is recorded or exported (``OTEL_SDK_DISABLED=true``, or no telemetry wanted)."""
     options = options or TelemetryOptions(service_version="0")
     no_meters = metrics.NoOpMeterProvider()
+    instruments = Instruments(no_meters.get_meter(SCOPE), options.tenant_label_limit)
     return Telemetry(
         enabled=False,
         tracer_provider=trace.NoOpTracerProvider(),
         meter_provider=no_meters,
         logger_provider=NoOpLoggerProvider(),
-        instruments=Instruments(no_meters.get_meter(SCOPE), options.tenant_label_limit),
+        instruments=instruments,
+        quality=QualityInstruments(no_meters.get_meter(SCOPE), instruments.tenant_label, options.kb_label_limit),
         registry=None,
         capture_content=options.capture_content,
         shutdown_timeout_s=options.shutdown_timeout_s,
@@ -213,6 +221,7 @@ def setup_telemetry(options: TelemetryOptions, environ: Mapping[str, str] = os.e
         meter_provider=meter_provider,
         logger_provider=logger_provider,
         instruments=instruments,
+        quality=QualityInstruments(meter_provider.get_meter(SCOPE), instruments.tenant_label, options.kb_label_limit),
         registry=registry,
         capture_content=options.capture_content,
         shutdown_timeout_s=options.shutdown_timeout_s,

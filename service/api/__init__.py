@@ -3,10 +3,12 @@
 from service.api.chat import chat
 from service.api.conversations import ConversationController
 from service.api.documents import DocumentController
+from service.api.feedback import feedback
 from service.api.health import live, ready
 from service.api.knowledge_bases import KnowledgeBaseController
 from service.api.metrics import metrics
 from service.api.openai_compat import chat_completions, models
+from service.api.probes import ProbeController
 from service.api.reindex import reindex
 from service.api.search import search
 
@@ -14,8 +16,10 @@ __all__ = [
     "ConversationController",
     "DocumentController",
     "KnowledgeBaseController",
+    "ProbeController",
     "chat",
     "chat_completions",
+    "feedback",
     "live",
     "metrics",
     "models",

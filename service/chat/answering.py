@@ -16,6 +16,7 @@ import anyio
 
 from service.cache import Cache, Lookup, normalize_question
 from service.chat.answers import AnswerDelta, AnswerRecord, encode_record
+from service.chat.quality import assess
 from service.chat.question import Question
 from service.models import Passage
 from service.pricing import PriceTable
@@ -31,7 +32,7 @@ from service.providers import (
 )
 from service.providers.base import is_remote
 from service.singleflight import SingleFlight
-from telemetry import GenAICall, Telemetry, stage, update_request
+from telemetry import GenAICall, Telemetry, record_answer_quality, stage, update_request
 
 __all__ = ["Answering"]
 
@@ -129,12 +130,14 @@ class Answering:
         return Answer(text=NO_ANSWER, model=self._answerer.model, input_tokens=0, output_tokens=0, finish_reason="stop")
 
     async def generate(
-        self, tenant_id: str, question: str, passages: Sequence[Passage], *, stream: bool, generation: Generation
+        self, tenant_id: str, asked: Question, passages: Sequence[Passage], *, stream: bool
     ) -> AsyncGenerator[AnswerDelta | Answer, None]:
         """Deltas of the answer, then the whole :class:`Answer`, unless the stream ends early (the caller closed
-        it: the upstream call is closed too). ``stream=False`` asks the provider for the whole answer at once."""
+        it: the upstream call is closed too). ``stream=False`` asks the provider for the whole answer at once.
+        The answer's quality signals go on its span (:mod:`service.chat.quality`)."""
+        question, generation = asked.text, asked.generation
         if not stream:
-            answer = await self._answer(tenant_id, question, passages, generation)
+            answer = await self._answer(tenant_id, asked, passages)
             yield AnswerDelta(answer.text)
             yield answer
             return
@@ -156,18 +159,33 @@ class Answering:
                     await upstream.aclose()
                 if upstream.result is not None:
                     self._describe(call, upstream.result)
+                    self._assess(call, tenant_id, asked, upstream.result, passages)
             call.end()
         if upstream.result is not None:
             yield upstream.result
 
-    async def _answer(
-        self, tenant_id: str, question: str, passages: Sequence[Passage], generation: Generation
-    ) -> Answer:
-        with self._call(tenant_id, question, generation) as call:
-            answer = await self._answerer.answer(question, passages, generation)
+    async def _answer(self, tenant_id: str, asked: Question, passages: Sequence[Passage]) -> Answer:
+        with self._call(tenant_id, asked.text, asked.generation) as call:
+            answer = await self._answerer.answer(asked.text, passages, asked.generation)
             call.first_token()
             self._describe(call, answer)
+            self._assess(call, tenant_id, asked, answer, passages)
         return answer
+
+    def _assess(
+        self, call: GenAICall, tenant_id: str, asked: Question, answer: Answer, passages: Sequence[Passage]
+    ) -> None:
+        quality = assess(answer.text, passages)
+        record_answer_quality(
+            self._telemetry,
+            call.span,
+            tenant_id,
+            outcome=quality.outcome,
+            top_score=quality.top_score,
+            groundedness=quality.groundedness,
+            citation_coverage=quality.citation_coverage,
+            synthetic=asked.probe,
+        )
 
     def _call(self, tenant_id: str, question: str, generation: Generation, *, step: str | None = None) -> GenAICall:
         """The GenAI span of one call (``step``: what it is for, when it is not the answer), with the options

@@ -9,8 +9,8 @@ question that names a conversation is read in its earlier turns, and its answer 
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, Iterator, Sequence
+from contextlib import aclosing, contextmanager
 
 from service.auth import Principal
 from service.cache import Lookup
@@ -22,8 +22,9 @@ from service.conversations import Conversations
 from service.knowledge_bases import KnowledgeBases
 from service.models import ChatRequest, ChatResponse
 from service.providers import Answer
+from service.quality.answers import AnswerRef, AnswerRegistry
 from service.singleflight import FlightAbandoned
-from telemetry import update_request
+from telemetry import Telemetry, answer_span_id, count_answer, update_request
 
 __all__ = ["Chat"]
 
@@ -36,12 +37,16 @@ class Chat:
         answering: Answering,
         conversations: Conversations,
         *,
+        answers: AnswerRegistry,
+        telemetry: Telemetry,
         default_top_k: int,
     ) -> None:
         self._knowledge_bases = knowledge_bases
         self._retriever = retriever
         self._answering = answering
         self._conversations = conversations
+        self._answers = answers
+        self._telemetry = telemetry
         self.default_top_k = default_top_k
 
     async def question(self, principal: Principal, request: ChatRequest) -> Question:
@@ -60,14 +65,15 @@ class Chat:
         self, principal: Principal, question: Question, prefetched: Sequence[bytes | None] | None = None
     ) -> ChatResponse:
         """The whole answer. ``prefetched``: the values of :meth:`read_keys`, when the rate limiter read them."""
-        lookup = await self._lookup(principal, question, prefetched)
-        if lookup.value is not None:
-            record, cached = decode_record(lookup.value), True
-        else:
-            record = await self._answering.shared(lookup, lambda: self._drained(principal, question, lookup))
-            cached = False
-        response = record.response(cached=cached, conversation_id=question.conversation_id)
-        await self._keep_turn(principal, question, record, response.trace_id)
+        with self._counted(principal, question):
+            lookup = await self._lookup(principal, question, prefetched)
+            if lookup.value is not None and not question.probe:
+                record, cached = decode_record(lookup.value), True
+            else:
+                record = await self._answering.shared(lookup, lambda: self._drained(principal, question, lookup))
+                cached = False
+            response = record.response(cached=cached, conversation_id=question.conversation_id)
+            await self._served(principal, question, record, response.trace_id)
         return response
 
     async def events(
@@ -77,6 +83,13 @@ class Chat:
 
         A cached answer, or one that an identical request is computing already, arrives as a single delta.
         """
+        with self._counted(principal, question):
+            async for event in self._events(principal, question, prefetched):
+                yield event
+
+    async def _events(
+        self, principal: Principal, question: Question, prefetched: Sequence[bytes | None] | None
+    ) -> AsyncGenerator[AnswerDelta | AnswerDone, None]:
         lookup = await self._lookup(principal, question, prefetched)
         if lookup.value is not None:
             record = decode_record(lookup.value)
@@ -114,11 +127,28 @@ class Chat:
     ) -> AnswerDone:
         """The closing event of a streamed answer, once its turn is kept."""
         done = record.done(cached=cached, conversation_id=question.conversation_id)
-        await self._keep_turn(principal, question, record, done.trace_id)
+        await self._served(principal, question, record, done.trace_id)
         return done
 
-    async def _keep_turn(self, principal: Principal, question: Question, record: AnswerRecord, trace_id: str) -> None:
-        """Keep the question and its answer as the next turn of the conversation the question names, if any."""
+    @contextmanager
+    def _counted(self, principal: Principal, question: Question) -> Iterator[None]:
+        """Count a failure of the service's own (a 5xx) as an answer with outcome ``error``."""
+        try:
+            yield
+        except Exception as exc:
+            if not question.probe and getattr(exc, "status", 500) >= 500:
+                count_answer(self._telemetry, principal.tenant_id, question.kb_id, "error")
+            raise
+
+    async def _served(self, principal: Principal, question: Question, record: AnswerRecord, trace_id: str) -> None:
+        """An answer was served: counted (never a probe's), remembered for feedback on its trace, and kept as
+        the next turn of the conversation the question names, if any."""
+        if not question.probe:
+            outcome = "answered" if record.citations else "no_answer"
+            count_answer(self._telemetry, principal.tenant_id, question.kb_id, outcome)
+            self._answers.remember(
+                trace_id, AnswerRef(principal.tenant_id, question.kb_id, principal.user_id, answer_span_id())
+            )
         if question.conversation_id is not None:
             await self._conversations.record(
                 principal,
@@ -162,7 +192,7 @@ class Chat:
             answer = self._answering.no_answer()
             yield AnswerDelta(answer.text)
         else:
-            llm = self._answering.generate(tenant_id, asked.text, passages, stream=stream, generation=asked.generation)
+            llm = self._answering.generate(tenant_id, asked, passages, stream=stream)
             async with aclosing(llm) as deltas:
                 async for item in deltas:
                     if isinstance(item, Answer):

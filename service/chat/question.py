@@ -20,6 +20,9 @@ class Question:
     generation: Generation = DEFAULT_GENERATION
     conversation_id: str | None = None
     """The conversation to keep the turn in (``/v1/chat``'s ``conversation_id``)."""
+    probe: bool = False
+    """Asked by a golden-question probe: answered afresh (never from the answer cache) and kept out of the
+    user-facing answer and quality metrics."""
 
     @classmethod
     def of(cls, request: ChatRequest, default_top_k: int, context: tuple[str, ...] = ()) -> Question:

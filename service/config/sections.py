@@ -20,6 +20,7 @@ __all__ = [
     "OpenAISettings",
     "ParseSettings",
     "ProviderSettings",
+    "QualitySettings",
     "RagSettings",
     "RateLimitSettings",
     "RedisSettings",
@@ -169,6 +170,15 @@ class ConversationSettings(msgspec.Struct, frozen=True, rename=variables("RAGWAT
     """Seconds a conversation is kept after its last turn."""
 
 
+class QualitySettings(msgspec.Struct, frozen=True, rename=variables("RAGWATCH_")):
+    feedback_ttl_s: PositiveInt = 7 * 86_400
+    """Seconds after an answer during which feedback on it is accepted (its trace is remembered that long)."""
+    probe_interval_s: Annotated[float, msgspec.Meta(ge=1)] = 300.0
+    """Seconds between two runs of the golden-question probes."""
+    probes_enabled: bool = True
+    """Run the golden-question probes on their schedule (off: they are kept but not run)."""
+
+
 class ParseSettings(msgspec.Struct, frozen=True, rename=variables("RAGWATCH_PARSE_")):
     max_pages: PositiveInt = 2_000
     """Pages a PDF may have; a longer one is refused (413)."""
@@ -232,6 +242,8 @@ class TelemetrySettings(msgspec.Struct, frozen=True, rename=variables("RAGWATCH_
     """Serve ``/metrics`` on this separate port instead of the API's, so API clients need not reach it."""
     metrics_tenant_limit: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = 100
     """Tenants that get their own label in per-tenant metrics; later ones share the label ``other``."""
+    metrics_kb_limit: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = 200
+    """Knowledge bases that get their own ``kb`` label in the answer-quality metrics; later ones are ``other``."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Lowest level logged."""
     log_format: Literal["json", "text"] = "json"
@@ -252,6 +264,7 @@ class Settings(msgspec.Struct, frozen=True):
     openai: OpenAISettings = msgspec.field(default_factory=OpenAISettings)
     rag: RagSettings = msgspec.field(default_factory=RagSettings)
     conversations: ConversationSettings = msgspec.field(default_factory=ConversationSettings)
+    quality: QualitySettings = msgspec.field(default_factory=QualitySettings)
     parsing: ParseSettings = msgspec.field(default_factory=ParseSettings)
     telemetry: TelemetrySettings = msgspec.field(default_factory=TelemetrySettings)
     redis: RedisSettings = msgspec.field(default_factory=RedisSettings)

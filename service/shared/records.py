@@ -8,7 +8,7 @@ its operation, so an outage costs no timeouts; each caller decides what :class:`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from redis.asyncio import Redis
@@ -27,6 +27,10 @@ class Records(Protocol):
         ...
 
     async def put(self, operation: str, key: str, value: bytes, ttl_s: int) -> None: ...
+
+    async def put_many(self, operation: str, values: Mapping[str, bytes], ttl_s: int) -> None:
+        """Store every value at its key in one round trip."""
+        ...
 
     async def delete(self, operation: str, key: str) -> bool:
         """Whether there was something to delete."""
@@ -76,6 +80,13 @@ class RedisRecords:
         with self._health.guard(operation):
             await self._redis.set(key, value, ex=ttl_s)
 
+    async def put_many(self, operation: str, values: Mapping[str, bytes], ttl_s: int) -> None:
+        with self._health.guard(operation):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key, value in values.items():
+                    pipe.set(key, value, ex=ttl_s)
+                await pipe.execute()
+
     async def delete(self, operation: str, key: str) -> bool:
         with self._health.guard(operation):
             return bool(await self._redis.delete(key))
@@ -117,6 +128,10 @@ class MemoryRecords:
 
     async def put(self, operation: str, key: str, value: bytes, ttl_s: int) -> None:
         self._entries.put(key, value, ttl_s)
+
+    async def put_many(self, operation: str, values: Mapping[str, bytes], ttl_s: int) -> None:
+        for key, value in values.items():
+            self._entries.put(key, value, ttl_s)
 
     async def delete(self, operation: str, key: str) -> bool:
         return self._entries.pop(key)

@@ -130,6 +130,11 @@ class Store:
     def _chunks(self) -> Any:
         return self._opened.chunks
 
+    async def table(self, name: str, schema: Any) -> Any:
+        """The table ``name`` of the same database, created with ``schema`` if it is not there (the small
+        tables of other services: feedback, probes)."""
+        return await self._db.create_table(name, schema=schema, exist_ok=True)
+
     async def maintain(self) -> None:
         """Run the background index maintenance now (an ANN index past the threshold, then ``optimize``)."""
         await self._opened.maintenance.run()

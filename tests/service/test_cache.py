@@ -372,15 +372,19 @@ def test_a_cached_answer_costs_redis_one_script_and_one_read_in_one_round_trip(
         kb_id = create_kb(client, "handbook")
         ingest(client, kb_id, title="Handbook", text=HANDBOOK)
         assert ask(client, kb_id)["cached"] is False
+        time.sleep(0.2)  # past the feedback registry's batch of that answer
         before, writes_before = command_calls(redis), proxy.writes_to_server
         answers = [ask(client, kb_id) for _ in range(10)]
+        time.sleep(0.2)  # and of these
         after, writes = command_calls(redis), proxy.writes_to_server - writes_before
 
     assert [answer["cached"] for answer in answers] == [True] * 10
     spent = {name: after[name] - before.get(name, 0) for name in after if after[name] != before.get(name, 0)}
     assert spent.get("evalsha") == 10
     assert spent.get("mget") == 10
-    assert "set" not in spent  # a hit writes nothing
+    # A hit writes only which answer its trace is (for feedback), batched; active tenants may write one more.
+    assert 10 <= spent.get("set", 0) <= 11
     assert "script|exists" not in spent
-    # One write per request; at most two more from the background (active tenants every 5 s, readiness 15 s).
-    assert 10 <= writes <= 12
+    # One write per request; a few more from the background: the feedback registry's batches (one per 50 ms
+    # at most), active tenants every 5 s, readiness every 15 s.
+    assert 10 <= writes <= 10 + 2 + 10

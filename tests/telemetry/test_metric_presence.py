@@ -61,7 +61,9 @@ def offline_server(tmp_path_factory: pytest.TempPathFactory, redis_server: Redis
     processor metrics exist); nothing has been asked of it yet."""
     with exporting_to_nowhere():
         settings = make_settings(
-            tmp_path_factory.mktemp("presence"), RAGWATCH_REDIS_URL=redis_server.url.removesuffix("/0") + "/8"
+            tmp_path_factory.mktemp("presence"),
+            RAGWATCH_REDIS_URL=redis_server.url.removesuffix("/0") + "/8",
+            RAGWATCH_PROBE_INTERVAL_S="1",
         )
         telemetry = setup_telemetry(telemetry_options(settings))
         with logging_restored(), live_server(settings, telemetry=telemetry) as server:
@@ -80,6 +82,8 @@ def test_counters_of_label_values_known_at_start_are_zero_from_the_first_scrape(
     for cache in ("embeddings", "retrieval", "answers"):
         for outcome in ("hit", "miss", "error"):
             assert total(families["rag_cache_lookups_total"], cache=cache, outcome=outcome) == 0
+    for result in ("pass", "fail", "error"):
+        assert total(families["rag_probe_runs_total"], result=result) == 0
     for action in ("chat", "ingest"):
         for outcome in ("allowed", "refused", "error"):
             assert total(families["rag_ratelimit_decisions_total"], action=action, outcome=outcome) == 0
@@ -87,7 +91,7 @@ def test_counters_of_label_values_known_at_start_are_zero_from_the_first_scrape(
         assert {"signal": signal} in [
             {"signal": sample.labels["signal"]} for sample in families["rag_telemetry_export_failures_total"].samples
         ]
-    for operation in ("cache", "ratelimit", "active_tenants", "conversations", "idempotency"):
+    for operation in ("cache", "ratelimit", "active_tenants", "conversations", "idempotency", "answers", "probes"):
         assert total(families["rag_redis_errors_total"], operation=operation) == 0
 
 
@@ -98,6 +102,10 @@ def test_after_offline_traffic_every_series_a_rule_or_panel_reads_exists(offline
         for _ in range(2):  # a computed answer, then a cached one; neither streamed
             ask = {"kb_id": kb_id, "question": "How many days of paid vacation does an employee get?"}
             assert client.post("/v1/chat", json=ask).status_code == 200
+        probe = {"question": ask["question"], "expect": {"contains": "twenty-five"}}  # run within a second
+        assert client.post(f"/v1/knowledge-bases/{kb_id}/probes", json=probe).status_code == 201
+        trace_id = client.post("/v1/chat", json=ask).json()["trace_id"]
+        assert client.post("/v1/feedback", json={"trace_id": trace_id, "rating": "up"}).status_code == 201
         assert client.get("/health/ready").status_code == 200
     wanted = names_read_by_rules_and_dashboards()
     with offline_server.client() as scraper:

@@ -54,6 +54,8 @@ ROUTES = frozenset(
         "/v1/knowledge-bases/{kb_id}/documents",
         "/v1/knowledge-bases/{kb_id}/documents/{document_id}",
         "/v1/chat",
+        "/v1/feedback",
+        "/v1/knowledge-bases/{kb_id}/probes",
         "/health/live",
         "/health/ready",
     }
@@ -160,6 +162,10 @@ def _script(client: httpx.Client, *, full: bool, fail_next_chat: object) -> list
     assert client.delete(f"{documents}/{uploaded.json()['document_id']}").status_code == 204
     assert client.get("/health/live").status_code == 200
     assert client.get("/health/ready").status_code == 200
+    trace_id = client.post("/v1/chat", json=ask).json()["trace_id"]
+    assert client.post("/v1/feedback", json={"trace_id": trace_id, "rating": "down"}).status_code == 201
+    probe = {"question": QUESTION, "expect": {"contains": "twenty-five"}}  # run within a second, last of all
+    assert client.post(f"/v1/knowledge-bases/{kb_id}/probes", json=probe).status_code == 201
     return [kb_id, document_id, uploaded.json()["document_id"]]
 
 
@@ -171,6 +177,7 @@ def traffic(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer)
         settings = make_settings(
             tmp_path_factory.mktemp("metrics"),
             **fake_openai_env(fake.base_url, RAGWATCH_METRICS_TENANT_LIMIT=str(TENANT_LIMIT)),
+            RAGWATCH_PROBE_INTERVAL_S="1",
             RAGWATCH_REDIS_URL=redis_server.url.removesuffix("/0") + "/7",
         )
         raw_ids: list[str] = []
@@ -189,7 +196,8 @@ def traffic(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer)
                     families = parse_exposition(text)
                     exported = {"traces", "metrics", "logs"} <= label_values(families, "signal")
                     active = "rag_active_tenants" in families and total(families["rag_active_tenants"]) == len(TENANTS)
-                    return text if exported and active else None
+                    probed = "rag_probe_success" in families
+                    return text if exported and active and probed else None
 
                 text = wait_until(settled, what="export failures of each signal, and the tenants published")
         telemetry.shutdown()
@@ -245,7 +253,14 @@ def test_endpoint_and_route_labels_are_route_templates_and_no_label_carries_a_ra
     assert endpoints <= ROUTES
     assert {"/v1/knowledge-bases/{kb_id}/documents/{document_id}", "/v1/chat"} <= endpoints
     assert label_values(traffic.families, "http_route") <= ROUTES
-    every_value = {value for family in traffic.families.values() for s in family.samples for value in s.labels.values()}
+    bounded = {"kb", "kb_id", "probe"}  # knowledge-base and probe ids, on purpose and bounded (docs/metrics.md)
+    every_value = {
+        value
+        for family in traffic.families.values()
+        for sample in family.samples
+        for name, value in sample.labels.items()
+        if name not in bounded
+    }
     assert [value for value in every_value for raw in traffic.raw_ids if raw in value] == []
 
 
@@ -260,7 +275,9 @@ def test_the_tenant_label_names_the_first_tenants_up_to_the_limit_and_the_rest_o
 
 def test_llm_calls_and_their_cost_are_counted_by_provider_model_and_outcome(traffic: Traffic) -> None:
     calls = traffic.families["rag_llm_calls_total"]
-    assert total(calls, provider="openai", model="gpt-4o-mini", status="ok") == 1 + 1 + 3  # chat, stream, 3 tenants
+    probe_runs = total(traffic.families["rag_probe_runs_total"])  # each one chat call
+    # a chat, a stream, a chat for each of 3 tenants, one to give feedback on, and the probe's runs
+    assert total(calls, provider="openai", model="gpt-4o-mini", status="ok") == 1 + 1 + 3 + 1 + probe_runs
     assert total(calls, provider="openai", model="gpt-4o-mini", status="llm-provider-error") == 1
 
     cost = traffic.families["rag_llm_cost_total"]

@@ -21,7 +21,8 @@ def _request(*messages: tuple[str, str], **options: Any) -> CompletionRequest:
 
 def completions() -> Completions:
     unused: Any = None  # the knowledge bases, retriever, answering and conversations are not reached here
-    return Completions(unused, Chat(unused, unused, unused, unused, default_top_k=5), sources=True)
+    chat = Chat(unused, unused, unused, unused, answers=unused, telemetry=unused, default_top_k=5)
+    return Completions(unused, chat, sources=True)
 
 
 def test_the_question_is_the_last_user_message_and_never_its_own_context() -> None:
