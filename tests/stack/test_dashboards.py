@@ -1,5 +1,6 @@
-"""The Grafana dashboards: what ``dashboards/generate.py`` writes, complete, built only on catalogued metrics,
-and every PromQL query accepted by a real Prometheus (the Debian package's binary, started here)."""
+"""The Grafana dashboards: what ``dashboards/generate.py`` writes (from the typed builders of
+``dashboards/ragwatch_dashboards``), complete, built only on catalogued metrics, and every PromQL query accepted by
+a real Prometheus (the Debian package's binary, started here)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 import pytest
@@ -25,8 +27,15 @@ ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD_DIR = ROOT / "dashboards"
 CATALOGUE = ROOT / "docs" / "metrics.md"
 
-EXPECTED_FILES = {"service-overview.json", "rag-pipeline.json", "tenants.json", "slo.json"}
+EXPECTED_FILES = {"service-overview.json", "rag-pipeline.json", "tenants.json", "slo.json", "answer-quality.json"}
+HISTOGRAM_SERIES = re.compile(r"_(?:bucket|sum|count)$")
 SLO_WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
+QUALITY_SCORES = {
+    "answer_groundedness": "rag.answer.groundedness",
+    "answer_citation_coverage": "rag.answer.citation_coverage",
+    "retrieval_top_score": "rag.retrieval.top_score",
+}
+"""The answer-quality histograms (``rag_<score>``) and the attribute of the chat span that carries each score."""
 SLI_RULES = {f"rag:sli_{sli}:ratio_rate{window}" for sli in ("errors", "latency_slow") for window in SLO_WINDOWS}
 RECORDING_RULES = {
     rule["record"]
@@ -66,7 +75,7 @@ PROMQL = [
     if target["datasource"]["uid"] == DATASOURCE_UIDS["prometheus"]
 ]
 VARIABLE_QUERIES = [
-    (f"{name} ${variable['name']}", variable["definition"])
+    (f"{name} ${variable['name']}", variable["query"]["query"])
     for name, dashboard in DASHBOARDS.items()
     for variable in dashboard["templating"]["list"]
     if variable["type"] == "query"
@@ -193,7 +202,10 @@ def test_each_dashboard_has_the_shared_template_variables(name: str) -> None:
         variable = variables[variable_name]
         assert variable["type"] == "query"
         assert variable["datasource"]["uid"] == "${datasource}"
-        assert variable["definition"] == query == variable["query"]["query"]
+        # The SDK's variable model has no `definition` (the text Grafana's variable list shows): the label-values
+        # query is the `query` object of the Prometheus variable editor.
+        assert variable["query"]["qryType"] == 1
+        assert variable["query"]["query"] == query
         assert variable["includeAll"] is True
         assert variable["allValue"] == ".*"
 
@@ -253,7 +265,7 @@ def test_every_series_is_scoped_to_ragwatch_and_the_selected_environment_instanc
             assert 'job="ragwatch"' in matchers, expr
             continue
         assert matchers >= SCOPE, expr
-        if metric in _tenant_families():
+        if HISTOGRAM_SERIES.sub("", metric) in _tenant_families() or metric in _tenant_families():
             assert TENANT in matchers, expr
 
 
@@ -276,6 +288,86 @@ def test_the_error_log_panel_reads_ragwatch_errors_from_loki_with_trace_links() 
     (target,) = panel["targets"]
     assert target["expr"].startswith('{service_name="ragwatch"}')
     assert 'severity_text=~"ERROR|FATAL"' in target["expr"]
+    assert "derived field" in panel["description"]
+    assert "Tempo" in panel["description"]
+    assert panel["options"]["enableLogDetails"] is True
+
+
+def _links(panel: Json) -> list[Json]:
+    return panel["links"] + panel["fieldConfig"]["defaults"]["links"]
+
+
+def _traceql(link: Json) -> str:
+    """The TraceQL query of a link to Explore on Tempo."""
+    assert link["url"].startswith("/explore?")
+    assert "%22tempo%22" in link["url"]
+    pane = json.loads(unquote(link["url"].split("panes=", 1)[1]))
+    (query,) = pane["traces"]["queries"]
+    assert query["queryType"] == "traceql"
+    return str(query["query"])
+
+
+ANSWER_QUALITY = DASHBOARDS.get("answer-quality.json", {"panels": []})
+
+
+@pytest.mark.parametrize(("score", "attribute"), sorted(QUALITY_SCORES.items()))
+def test_the_answer_scores_show_their_distribution_and_exemplars_and_lead_to_the_poor_answers(
+    score: str, attribute: str
+) -> None:
+    bucket = f"rag_{score}_bucket"
+    panels = [
+        panel
+        for panel in ANSWER_QUALITY["panels"]
+        if any(bucket in target.get("expr", "") for target in panel["targets"])
+    ]
+    assert {panel["type"] for panel in panels} >= {"heatmap", "timeseries"}, score
+    for panel in panels:
+        where = f"{panel['title']}"
+        for target in panel["targets"]:
+            if bucket in target["expr"]:
+                assert target.get("exemplar") is True, where
+        if panel["type"] == "heatmap":
+            (target,) = panel["targets"]
+            assert target["format"] == "heatmap", where
+            assert target["expr"].startswith("sum by (le) (increase("), where
+        queries = [_traceql(link) for link in _links(panel)]
+        assert any(f"span.{attribute} < 0.5" in query for query in queries), where
+        assert "trace" in panel["description"].lower(), where
+
+
+def test_the_probe_table_shows_pass_or_fail_and_leads_to_the_probe_runs() -> None:
+    (panel,) = [panel for panel in ANSWER_QUALITY["panels"] if panel["title"] == "Golden-question probes"]
+    assert panel["type"] == "table"
+    (target,) = panel["targets"]
+    assert target["expr"].startswith("max by (kb_id, probe) (rag_probe_success{")
+    assert target["instant"] is True
+    assert target["format"] == "table"
+    defaults = panel["fieldConfig"]["defaults"]
+    (mapping,) = defaults["mappings"]
+    assert mapping["type"] == "value"
+    assert mapping["options"] == {"1": {"text": "pass", "color": "green"}, "0": {"text": "fail", "color": "red"}}
+    assert [step["color"] for step in defaults["thresholds"]["steps"]] == ["red", "green"]
+    colour_cells = [
+        prop["value"]["type"]
+        for override in panel["fieldConfig"]["overrides"]
+        for prop in override["properties"]
+        if prop["id"] == "custom.cellOptions"
+    ]
+    assert colour_cells == ["color-background"]
+    (link,) = defaults["links"]
+    query = _traceql(link)
+    assert 'name="probe"' in query
+    assert 'span.rag.probe.id="${__data.fields.probe}"' in query
+    assert 'span.rag.kb.id="${__data.fields.kb_id}"' in query
+
+
+def test_the_feedback_log_panel_reads_feedback_records_from_loki_with_trace_links() -> None:
+    (panel,) = [panel for panel in ANSWER_QUALITY["panels"] if panel["type"] == "logs"]
+    assert panel["datasource"] == {"type": "loki", "uid": "loki"}
+    (target,) = panel["targets"]
+    assert target["expr"].startswith('{service_name="ragwatch"}')
+    assert 'rag_feedback_rating=~"up|down"' in target["expr"]
+    assert 'deployment_environment_name=~"$environment"' in target["expr"]
     assert "derived field" in panel["description"]
     assert "Tempo" in panel["description"]
     assert panel["options"]["enableLogDetails"] is True
@@ -309,6 +401,19 @@ def test_each_dashboard_shows_what_it_is_for() -> None:
             *sorted(SLI_RULES),
             "rag:error_budget_remaining:availability",
             "rag:error_budget_remaining:latency",
+        ],
+        "answer-quality.json": [
+            "sum by (rating) (rate(rag_answer_feedback_total",
+            "sum by (tenant, kb, rating) (increase(rag_answer_feedback_total",
+            'rag_answer_feedback_total{job="ragwatch"',
+            'rating="down"',
+            *(f"rag_{score}_bucket" for score in QUALITY_SCORES),
+            *(f"rag_{score}_sum" for score in QUALITY_SCORES),
+            'outcome="no_answer"',
+            "sum by (outcome) (rate(rag_answers_total",
+            "max by (kb_id, probe) (rag_probe_success",
+            "sum by (result) (rate(rag_probe_runs_total",
+            "rag_probe_duration_seconds_bucket",
         ],
     }
     for name, fragments in wanted.items():
