@@ -124,6 +124,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer) -
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}",
         "OTEL_EXPORTER_OTLP_TIMEOUT": "0.5",
         "OTEL_METRIC_EXPORT_INTERVAL": "1000",
+        "RAGWATCH_PROBE_INTERVAL_S": "1",
     }
     with (
         running_fake_openai() as fake,
@@ -159,6 +160,13 @@ def scripted_traffic(stack: Stack) -> None:
     assert stack.chat("How many vacation days do employees get?").json()["cached"] is True
     assert stack.chat("When do vacation days expire?", stream=True).status_code == 200
     assert stack.chat("Which rocket engine powers Saturn?").json()["citations"] == []
+    for rating in ("up", "down"):
+        trace_id = stack.chat(f"How many vacation days, rated {rating}?").json()["trace_id"]
+        assert admin.post("/v1/feedback", json={"trace_id": trace_id, "rating": rating}).status_code == 201
+    # A golden question the handbook cannot answer: it fails every second without calling the LLM (nothing is
+    # retrieved), so the outage below stays the fake provider's alone.
+    probe = {"question": "Which rocket engine powers Saturn?", "expect": {"contains": "F-1"}}
+    assert admin.post(f"/v1/knowledge-bases/{stack.kb_id}/probes", json=probe).status_code == 201
     assert admin.get("/v1/knowledge-bases/kb_missing").status_code == 404
     assert admin.get("/v1/no-such-route").status_code == 404
     assert (
