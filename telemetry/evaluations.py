@@ -27,6 +27,7 @@ def record_answer_quality(
     groundedness: float | None,
     citation_coverage: float | None,
     synthetic: bool = False,
+    response_id: str | None = None,
 ) -> None:
     """An answer's quality signals on its span, and, unless it answered a probe (``synthetic``), in the
     histograms and as ``gen_ai.evaluation.result`` events in the span's context."""
@@ -53,7 +54,7 @@ def record_answer_quality(
     ):
         if value is not None:
             histogram.record(value, tenant)
-            emit_evaluation(telemetry.events, context, evaluation, value=round(value, 4))
+            emit_evaluation(telemetry.events, context, evaluation, value=round(value, 4), response_id=response_id)
 
 
 def record_feedback(

@@ -136,6 +136,7 @@ class GenAICall:
         )
         self.started_at = time.perf_counter()
         self.response_model: str | None = None
+        self.response_id: str | None = None
         self.input_tokens: int | None = None
         self.output_tokens: int | None = None
         self.finish_reasons: Sequence[str] = ()
@@ -219,6 +220,8 @@ def _annotate_genai_span(span: Span, call: GenAICall, attributes: dict[str, Any]
         span.set_attribute("gen_ai.usage.output_tokens", call.output_tokens)
     if call.finish_reasons:
         span.set_attribute("gen_ai.response.finish_reasons", list(call.finish_reasons))
+    if call.response_id:
+        span.set_attribute("gen_ai.response.id", call.response_id)
 
 
 def _capture_content(span: Span, input_text: str | None, output_text: str | None) -> None:

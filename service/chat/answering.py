@@ -185,6 +185,7 @@ class Answering:
             groundedness=quality.groundedness,
             citation_coverage=quality.citation_coverage,
             synthetic=asked.probe,
+            response_id=answer.response_id,
         )
 
     def _call(self, tenant_id: str, question: str, generation: Generation, *, step: str | None = None) -> GenAICall:
@@ -210,6 +211,7 @@ class Answering:
 
     def _describe(self, call: GenAICall, answer: Answer) -> None:
         call.response_model = answer.model
+        call.response_id = answer.response_id
         call.input_tokens = answer.input_tokens
         call.output_tokens = answer.output_tokens
         call.finish_reasons = [answer.finish_reason]

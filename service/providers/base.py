@@ -48,6 +48,8 @@ class Answer(msgspec.Struct):
     input_tokens: int
     output_tokens: int
     finish_reason: str
+    response_id: str | None = None
+    """The provider's id of the completion (``chatcmpl-…``), when it gives one."""
 
 
 class Generation(msgspec.Struct, frozen=True):

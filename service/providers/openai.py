@@ -131,10 +131,12 @@ class OpenAIAnswerStream:
         finish_reason = "stop"
         model = self._model
         usage = None
+        response_id: str | None = None
         async with provider_errors():
             async for chunk in self._stream:
                 model = chunk.model or model
                 usage = chunk.usage or usage
+                response_id = chunk.id or response_id
                 for choice in chunk.choices:
                     finish_reason = choice.finish_reason or finish_reason
                     if choice.delta.content:
@@ -147,6 +149,7 @@ class OpenAIAnswerStream:
             input_tokens=usage.prompt_tokens if usage else self._prompt_tokens,
             output_tokens=usage.completion_tokens if usage else count_tokens(text),
             finish_reason=finish_reason,
+            response_id=response_id,
         )
 
     async def aclose(self) -> None:
@@ -213,6 +216,7 @@ class OpenAIAnswerer:
             input_tokens=reply.usage.prompt_tokens if reply.usage else prompt_tokens,
             output_tokens=reply.usage.completion_tokens if reply.usage else count_tokens(text),
             finish_reason=choice.finish_reason or "stop",
+            response_id=reply.id or None,
         )
 
     async def stream(

@@ -3,8 +3,8 @@ answer path (never the answer cache), as a trace of its own, kept out of the use
 tenant's rate limits (it does not go through the HTTP routes).
 
 With replicas sharing Redis, one of them runs a round at a time: the one holding the lease
-(``ragwatch:probes:lease``, renewed each round, lapsing after three intervals, at least 5 s, without one). Only it reports
-``rag_probe_success``; the others drop their series, so the gauge has one value per probe.
+(``ragwatch:probes:lease``, renewed each round, lapsing after three intervals, at least 5 s, without one).
+Only it reports ``rag_probe_success``; the others drop their series, so the gauge has one value per probe.
 """
 
 from __future__ import annotations

@@ -134,6 +134,10 @@ def test_a_chat_request_is_one_trace_of_authentication_retrieval_and_answer(reco
         "gen_ai.usage.input_tokens": body["usage"]["input_tokens"],
         "gen_ai.usage.output_tokens": body["usage"]["output_tokens"],
         "gen_ai.response.finish_reasons": ("stop",),
+        "rag.answer.outcome": "answered",  # and its quality signals (tests/telemetry/test_quality.py)
+        "rag.retrieval.top_score": attributes(answer)["rag.retrieval.top_score"],
+        "rag.answer.groundedness": attributes(answer)["rag.answer.groundedness"],
+        "rag.answer.citation_coverage": attributes(answer)["rag.answer.citation_coverage"],
     }
     assert trace.children(answer) == []
 
@@ -739,3 +743,12 @@ def test_the_answer_span_carries_the_max_tokens_and_temperature_really_sent(
     assert spans["asked"]["gen_ai.request.max_tokens"] == 300  # capped by RAGWATCH_LLM_MAX_OUTPUT_TOKENS
     assert spans["asked"]["gen_ai.request.temperature"] == 0.4
     assert [call.body["max_tokens"] for call in fake_openai.calls(CHAT)] == [300, 300]
+    assert spans["plain"]["gen_ai.response.id"] == "chatcmpl-fake"  # the provider's id of the completion
+    scores = [
+        record.attributes
+        for record in recorder.log_records()
+        if record.event_name == "gen_ai.evaluation.result"
+        and format(record.trace_id or 0, "032x") == plain.json()["trace_id"]
+    ]
+    assert scores
+    assert all(attributes_of["gen_ai.response.id"] == "chatcmpl-fake" for attributes_of in scores if attributes_of)
