@@ -12,6 +12,7 @@ from ragwatch_client import (
     ChatEvent,
     ChatResponse,
     Conversation,
+    FeedbackAccepted,
     NotFoundError,
     Passage,
     SearchResults,
@@ -132,3 +133,14 @@ async def test_another_users_conversation_is_not_found(connect: Connect, kb_id: 
     with pytest.raises(NotFoundError):
         await resolve(bob.conversations.delete("private"))
     assert len((await resolve(alice.conversations.get("private"))).turns) == 1
+
+
+async def test_feedback_rates_an_answer_by_its_trace_id(api: Api, kb_id: str) -> None:
+    reply = await resolve(api.chat(kb_id, QUESTION))
+
+    accepted = await resolve(api.feedback(reply.trace_id, "down", "Which year?"))
+
+    assert isinstance(accepted, FeedbackAccepted)
+    assert (accepted.trace_id, accepted.kb_id, accepted.rating) == (reply.trace_id, kb_id, "down")
+    with pytest.raises(NotFoundError):
+        await resolve(api.feedback("0" * 32, "up"))

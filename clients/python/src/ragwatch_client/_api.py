@@ -29,6 +29,7 @@ __all__ = [
     "delete_document",
     "delete_knowledge_base",
     "document_page",
+    "feedback",
     "get_conversation",
     "get_document",
     "get_knowledge_base",
@@ -198,6 +199,18 @@ def chat(
     return Call("POST", "/v1/chat", _decode_chat, body=body, headers=headers, retry_safe=False)
 
 
+class _Feedback(msgspec.Struct, omit_defaults=True):
+    trace_id: str
+    rating: str
+    comment: str = ""
+
+
+def feedback(trace_id: str, rating: str, comment: str) -> Call[models.FeedbackAccepted]:
+    """Rating an answer twice counts twice, so it is not sent again after a connection failure."""
+    body = _encode(_Feedback(trace_id=trace_id, rating=rating, comment=comment))
+    return Call("POST", "/v1/feedback", _decode_feedback, body=body, retry_safe=False)
+
+
 # --- conversations -----------------------------------------------------------------------------------------
 
 
@@ -219,3 +232,4 @@ _decode_document = decoder(models.DocumentDetail)
 _decode_search = decoder(models.SearchResults)
 _decode_chat = decoder(models.ChatResponse)
 _decode_conversation = decoder(models.Conversation)
+_decode_feedback = decoder(models.FeedbackAccepted)

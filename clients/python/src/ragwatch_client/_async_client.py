@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from functools import cached_property
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar, Unpack
+from typing import Any, Literal, Self, TypeVar, Unpack
 
 import httpx
 
@@ -165,6 +165,12 @@ class AsyncClient(BaseClient[httpx.AsyncClient, httpx.AsyncBaseTransport]):
     async def search(self, kb_id: str, query: str, *, top_k: int | None = None) -> models.SearchResults:
         """Passages matching ``query``, best first."""
         return await self._run(api.search(kb_id, query, top_k))
+
+    async def feedback(
+        self, trace_id: str, rating: Literal["up", "down"], comment: str = ""
+    ) -> models.FeedbackAccepted:
+        """Rate the answer of ``trace_id`` up or down."""
+        return await self._run(api.feedback(trace_id, rating, comment))
 
     async def chat(
         self, kb_id: str, question: str, *, top_k: int | None = None, conversation_id: str | None = None

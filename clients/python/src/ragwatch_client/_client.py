@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar, Unpack
+from typing import Any, Literal, Self, TypeVar, Unpack
 
 import httpx
 
@@ -166,6 +166,10 @@ class Client(BaseClient[httpx.Client, httpx.BaseTransport]):
         """A cited answer from a knowledge base; ``conversation_id`` records the turn in that conversation
         (and reads the question in its context)."""
         return self._run(api.chat(kb_id, question, top_k, conversation_id))
+
+    def feedback(self, trace_id: str, rating: Literal["up", "down"], comment: str = "") -> models.FeedbackAccepted:
+        """Rate the answer of ``trace_id`` (``ChatResponse.trace_id``, or a completion's) up or down."""
+        return self._run(api.feedback(trace_id, rating, comment))
 
     def chat_stream(
         self, kb_id: str, question: str, *, top_k: int | None = None, conversation_id: str | None = None

@@ -24,6 +24,7 @@ __all__ = [
     "DocumentCreated",
     "DocumentDetail",
     "DocumentSummary",
+    "FeedbackAccepted",
     "KnowledgeBase",
     "KnowledgeBaseDetail",
     "Page",
@@ -101,6 +102,13 @@ class Passage(msgspec.Struct, frozen=True):
 class SearchResults(msgspec.Struct, frozen=True):
     results: list[Passage]
     """Best first."""
+
+
+class FeedbackAccepted(msgspec.Struct, frozen=True):
+    trace_id: str
+    kb_id: str
+    rating: str
+    created_at: str
 
 
 class Usage(msgspec.Struct, frozen=True):
