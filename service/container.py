@@ -170,7 +170,7 @@ def build_container(
     conversations = Conversations(
         shared.records, max_turns=settings.conversations.max_turns, ttl_s=settings.conversations.ttl_s
     )
-    answers = AnswerRegistry(shared.records, ttl_s=settings.quality.feedback_ttl_s)
+    answers = AnswerRegistry(shared.answers, ttl_s=settings.quality.feedback_ttl_s)
     probes = Probes(knowledge_bases, store, shared.records)
     chat = Chat(
         knowledge_bases,
@@ -204,7 +204,7 @@ def build_container(
         chat=chat,
         conversations=conversations,
         answers=answers,
-        feedback=FeedbackService(answers, store, observed),
+        feedback=FeedbackService(answers, shared.answers, store, observed, ttl_s=settings.quality.feedback_ttl_s),
         probes=probes,
         probe_runner=(
             ProbeRunner(probes, chat, shared.records, observed, interval_s=settings.quality.probe_interval_s)

@@ -67,12 +67,14 @@ def record_feedback(
     user_id: str,
     rating: str,
     comment: str,
+    counted: bool = True,
 ) -> None:
     """Feedback on an answer: counted, and a ``ragwatch.feedback`` log record and a ``user_feedback``
     evaluation event in the answer's own trace and span (so Tempo and Loki show it beside the answer). The
     comment is never a label, and is logged only with ``RAGWATCH_CAPTURE_CONTENT=true`` (else its length)."""
     quality = telemetry.quality
-    quality.feedback.add(1, {**quality.labels(tenant_id, kb_id), "rating": rating})
+    if counted:
+        quality.feedback.add(1, {**quality.labels(tenant_id, kb_id), "rating": rating})
     context = span_context_of(trace_id, span_id)
     attributes: dict[str, str | int] = {
         "rag.feedback.rating": rating,
@@ -96,7 +98,14 @@ def count_answer(telemetry: Telemetry, tenant_id: str, kb_id: str, outcome: str)
 
 
 def record_probe_run(
-    telemetry: Telemetry, span: Span, *, kb_id: str, probe_id: str, result: str, duration_s: float
+    telemetry: Telemetry,
+    span: Span,
+    *,
+    kb_id: str,
+    probe_id: str,
+    result: str,
+    duration_s: float,
+    error_type: str | None = None,
 ) -> None:
     """A golden-question probe's run: ``rag_probe_success``, ``rag_probe_runs_total``, its duration, the result
     on its span, and a ``golden_probe`` evaluation event (``pass``/``fail``) in the span's context."""
@@ -106,10 +115,12 @@ def record_probe_run(
     quality.probe_duration.record(duration_s)
     if span.is_recording():
         span.set_attribute("rag.probe.result", result)
-    if result != "error":
-        label = "pass" if result == "pass" else "fail"
-        context = trace.set_span_in_context(span)
-        emit_evaluation(telemetry.events, context, "golden_probe", value=float(result == "pass"), label=label)
+    context = trace.set_span_in_context(span)
+    if result == "error":  # the evaluation itself failed: no score, its error.type
+        emit_evaluation(telemetry.events, context, "golden_probe", attributes={"error.type": error_type or "error"})
+    else:
+        value = float(result == "pass")
+        emit_evaluation(telemetry.events, context, "golden_probe", value=value, label=result)
 
 
 @contextmanager

@@ -1,10 +1,10 @@
 """Answer quality as telemetry: counters and histograms of every answer, golden-question probes, and the
 OpenTelemetry GenAI ``gen_ai.evaluation.result`` event.
 
-The event follows the GenAI semantic conventions' events model (``gen_ai.evaluation.result``, development
-stability, as published in the semantic-conventions-genai repository in 2026): it is emitted through the Logs
-API, not as a span event, in the context of the span it evaluates (so it carries that span's trace and span
-id), with ``gen_ai.evaluation.name``, ``gen_ai.evaluation.score.value``, ``gen_ai.evaluation.score.label``
+The event follows the GenAI semantic conventions (``gen_ai.evaluation.result``, development stability, from
+semantic conventions v1.38.0 on; docs/metrics.md says which fields ragwatch sets): it is emitted through the
+Logs API, not as a span event, in the context of the span it evaluates (so it carries that span's trace and
+span id), with ``gen_ai.evaluation.name``, ``gen_ai.evaluation.score.value``, ``gen_ai.evaluation.score.label``
 where a verdict applies and ``gen_ai.response.id`` when known.
 """
 

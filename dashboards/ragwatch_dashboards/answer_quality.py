@@ -252,9 +252,9 @@ def build() -> dm.Dashboard:
             .override_by_name("down", fixed_colour("red")),
             bargauge_panel(
                 "Feedback by knowledge base",
-                "Feedback over the time range per tenant, knowledge base and rating (rag_answer_feedback_total;"
-                " tenant and knowledge base none: the zero series served from the first scrape). Click a bar for"
-                " that knowledge base's answers in Tempo." + OTHER,
+                "Feedback over the time range per tenant, knowledge base and rating (rag_answer_feedback_total,"
+                " each user's first rating of an answer). Click a bar for that knowledge base's answers in Tempo."
+                + OTHER,
                 [
                     prom(
                         f"sum by (tenant, kb, rating) (increase({feedback}[$__range]))",

@@ -66,8 +66,11 @@ class Chat:
     ) -> ChatResponse:
         """The whole answer. ``prefetched``: the values of :meth:`read_keys`, when the rate limiter read them."""
         with self._counted(principal, question):
+            if question.probe:  # afresh, alone: never the cache, never another request's computation
+                record, cached = await self._drained(principal, question, None), False
+                return record.response(cached=False)
             lookup = await self._lookup(principal, question, prefetched)
-            if lookup.value is not None and not question.probe:
+            if lookup.value is not None:
                 record, cached = decode_record(lookup.value), True
             else:
                 record = await self._answering.shared(lookup, lambda: self._drained(principal, question, lookup))
@@ -165,7 +168,7 @@ class Chat:
         update_request(kb_id=question.kb_id, question_length=len(question.text))
         return await self._answering.lookup(principal.tenant_id, question, prefetched)
 
-    async def _drained(self, principal: Principal, question: Question, lookup: Lookup) -> AnswerRecord:
+    async def _drained(self, principal: Principal, question: Question, lookup: Lookup | None) -> AnswerRecord:
         """The answer :meth:`_compute` makes, asked of the answerer whole."""
         record: AnswerRecord | None = None
         async for event in self._compute(principal, question, lookup, stream=False):
@@ -176,13 +179,14 @@ class Chat:
         return record
 
     async def _compute(
-        self, principal: Principal, question: Question, lookup: Lookup, *, stream: bool
+        self, principal: Principal, question: Question, lookup: Lookup | None, *, stream: bool
     ) -> AsyncGenerator[AnswerDelta | AnswerRecord, None]:
-        """Deltas as the answerer makes them, then the whole answer (cached), unless the stream ends early."""
+        """Deltas as the answerer makes them, then the whole answer (cached, unless there is no ``lookup``),
+        unless the stream ends early."""
         tenant_id = principal.tenant_id
         # The knowledge base is checked before a generation is started for it, so unknown ids leave no key.
         await self._knowledge_bases.searchable(principal, question.kb_id)
-        generation = await self._answering.generation(lookup)
+        generation = await self._answering.generation(lookup) if lookup is not None else None
         asked = await self._answering.standalone(tenant_id, question)
         passages = await self._retriever.retrieve(
             tenant_id, asked.kb_id, asked.text, asked.top_k, generation, context=asked.context
@@ -202,5 +206,6 @@ class Chat:
         if answer is None:
             return
         record = AnswerRecord.of(answer, passages)
-        await self._answering.keep(lookup, record, generation)
+        if lookup is not None:
+            await self._answering.keep(lookup, record, generation)
         yield record

@@ -23,6 +23,7 @@ from service.providers.offline import STOPWORDS, terms
 __all__ = ["AnswerQuality", "assess"]
 
 _CITATION = re.compile(r"\[\d+\]")
+_TRAILING_CITATION = re.compile(r"([.!?])\s*((?:\[\d+\])+)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +50,9 @@ def assess(answer: str, passages: Sequence[Passage]) -> AnswerQuality:
 
 
 def _content_words(text: str) -> set[str]:
-    return {word for word in terms(_CITATION.sub(" ", text)) if word not in STOPWORDS and not word.isdigit()}
+    """Words that say something: numbers included (an answer's "40 days" against a source's "25" is not
+    grounded), stopwords and citation markers not."""
+    return {word for word in terms(_CITATION.sub(" ", text)) if word not in STOPWORDS}
 
 
 def _groundedness(answer: str, passages: Sequence[Passage]) -> float:
@@ -63,6 +66,8 @@ def _groundedness(answer: str, passages: Sequence[Passage]) -> float:
 
 
 def _citation_coverage(answer: str) -> float:
+    # A citation written after its sentence's full stop ("... a year. [1]") belongs to that sentence.
+    answer = _TRAILING_CITATION.sub(lambda match: f" {match.group(2)}{match.group(1)}", answer)
     sentences = [sentence for sentence in split_sentences(answer) if _content_words(sentence)]
     if not sentences:
         return 0.0

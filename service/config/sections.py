@@ -171,8 +171,9 @@ class ConversationSettings(msgspec.Struct, frozen=True, rename=variables("RAGWAT
 
 
 class QualitySettings(msgspec.Struct, frozen=True, rename=variables("RAGWATCH_")):
-    feedback_ttl_s: PositiveInt = 7 * 86_400
-    """Seconds after an answer during which feedback on it is accepted (its trace is remembered that long)."""
+    feedback_ttl_s: PositiveInt = 86_400
+    """Seconds after an answer during which feedback on it is accepted (its trace is remembered that long: one
+    Redis key of about 200 bytes per answer, so answers per second times this many keys)."""
     probe_interval_s: Annotated[float, msgspec.Meta(ge=1)] = 300.0
     """Seconds between two runs of the golden-question probes."""
     probes_enabled: bool = True

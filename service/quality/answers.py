@@ -1,7 +1,7 @@
 """Which tenant, knowledge base and user each answer's trace belongs to, so feedback can name the answer by
 its trace id alone and land beside it.
 
-Every chat answer is remembered (``RAGWATCH_FEEDBACK_TTL_S``, 7 days; in Redis when configured, so feedback
+Every chat answer is remembered (``RAGWATCH_FEEDBACK_TTL_S``, a day; in Redis when configured, so feedback
 may reach any replica). Remembering costs the answer no wait and Redis little: the entries are written in the
 background, at most one pipelined round trip every :data:`FLUSH_INTERVAL_S` however busy the process is, and
 an entry still waiting is found in this process all the same (another replica sees it within that interval).
@@ -24,6 +24,7 @@ __all__ = ["AnswerRef", "AnswerRegistry"]
 logger = logging.getLogger("ragwatch.feedback")
 _OPERATION = "answers"
 FLUSH_INTERVAL_S = 0.05
+_UNTRACED = "0" * 32
 
 
 class AnswerRef(msgspec.Struct, array_like=True, frozen=True):
@@ -43,16 +44,23 @@ class AnswerRegistry:
         self._records = records
         self._ttl_s = ttl_s
         self._pending: dict[str, bytes] = {}
+        self._writing: dict[str, bytes] = {}
+        """The batch being written: still found here until Redis has it."""
         self._writer: asyncio.Task[None] | None = None
 
     def remember(self, trace_id: str, answer: AnswerRef) -> None:
-        """Remember which answer ``trace_id`` is; written in the background."""
+        """Remember which answer ``trace_id`` is; written in the background. An untraced answer (telemetry off:
+        its trace id is all zeros) names no answer, so it is not remembered."""
+        if trace_id == _UNTRACED:
+            return
         self._pending[_key(trace_id)] = _encode(answer)
         if self._writer is None or self._writer.done():
             self._writer = asyncio.get_running_loop().create_task(self._write())
 
     async def find(self, trace_id: str) -> AnswerRef | None:
         """The answer of ``trace_id``; one remembered by another replica a moment ago is waited for, once."""
+        if trace_id == _UNTRACED:
+            return None
         found = await self._find(trace_id)
         if found is None:
             await asyncio.sleep(2 * FLUSH_INTERVAL_S)
@@ -61,7 +69,7 @@ class AnswerRegistry:
 
     async def _find(self, trace_id: str) -> AnswerRef | None:
         key = _key(trace_id)
-        value = self._pending.get(key)
+        value = self._pending.get(key) or self._writing.get(key)
         if value is None:
             value = await self._records.get(_OPERATION, key)
         return _decode(value) if value is not None else None
@@ -69,11 +77,13 @@ class AnswerRegistry:
     async def _write(self) -> None:
         while self._pending:
             await asyncio.sleep(FLUSH_INTERVAL_S)
-            batch, self._pending = self._pending, {}
+            self._writing, self._pending = self._pending, {}
             try:
-                await self._records.put_many(_OPERATION, batch, self._ttl_s)
+                await self._records.put_many(_OPERATION, self._writing, self._ttl_s)
             except RedisUnavailable:
-                logger.debug("%d answers not remembered for feedback: Redis is down", len(batch))
+                logger.debug("%d answers not remembered for feedback: Redis is down", len(self._writing))
+            finally:
+                self._writing = {}
 
     async def aclose(self) -> None:
         """Write what is still waiting."""

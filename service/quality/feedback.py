@@ -8,6 +8,7 @@ answer, or one the service does not know (never answered, or older than ``RAGWAT
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import pyarrow as pa
@@ -17,6 +18,7 @@ from service.errors import NotFound, SharedStateUnavailable
 from service.models import FeedbackAccepted, FeedbackCreate
 from service.quality.answers import AnswerRegistry
 from service.shared.health import RedisUnavailable
+from service.shared.records import Records
 from service.store import Store, now
 from service.store.writes import retried
 from telemetry import Telemetry, record_feedback
@@ -39,19 +41,24 @@ FEEDBACK_SCHEMA = pa.schema(
 
 
 class FeedbackService:
-    def __init__(self, answers: AnswerRegistry, store: Store, telemetry: Telemetry) -> None:
+    def __init__(
+        self, answers: AnswerRegistry, records: Records, store: Store, telemetry: Telemetry, *, ttl_s: int
+    ) -> None:
         self._answers = answers
+        self._records = records
         self._store = store
         self._telemetry = telemetry
+        self._ttl_s = ttl_s
         self._table: Any = None
 
     async def give(self, principal: Principal, data: FeedbackCreate) -> FeedbackAccepted:
         try:
             answer = await self._answers.find(data.trace_id)
+            if answer is None or answer.tenant_id != principal.tenant_id:
+                raise NotFound(f"No answer with trace id {data.trace_id!r} in this tenant (or it is too old).")
+            first = await self._first_rating(principal, data.trace_id)
         except RedisUnavailable:
             raise SharedStateUnavailable("Feedback cannot be matched to its answer while Redis is down.") from None
-        if answer is None or answer.tenant_id != principal.tenant_id:
-            raise NotFound(f"No answer with trace id {data.trace_id!r} in this tenant (or it is too old).")
         created_at = now()
         row = {
             "tenant_id": answer.tenant_id,
@@ -75,8 +82,15 @@ class FeedbackService:
             user_id=principal.user_id,
             rating=data.rating,
             comment=data.comment,
+            counted=first,
         )
         return FeedbackAccepted(trace_id=data.trace_id, kb_id=answer.kb_id, rating=data.rating, created_at=created_at)
+
+    async def _first_rating(self, principal: Principal, trace_id: str) -> bool:
+        """Whether this is the caller's first rating of the answer: only that one is counted, so rating an
+        answer again (a changed mind) is stored but cannot tip the share of "down" ratings."""
+        digest = hashlib.sha256(f"{principal.tenant_id}\x1f{principal.user_id}\x1f{trace_id}".encode()).hexdigest()
+        return await self._records.claim("answers", f"ragwatch:rated:{digest[:40]}", b"1", self._ttl_s) is None
 
     async def _feedback_table(self) -> Any:
         if self._table is None:

@@ -21,10 +21,12 @@ from service.store import Store, new_id, now
 from service.store.filters import kb_filter, sql_literal
 from service.store.writes import retried
 
-__all__ = ["MAX_PROBES", "PROBE_SCHEMA", "Probes", "StoredProbe"]
+__all__ = ["MAX_PROBES", "MAX_TENANT_PROBES", "PROBE_SCHEMA", "Probes", "StoredProbe"]
 
 MAX_PROBES = 50
 """Probes per knowledge base: each run costs an answer (an LLM call with a provider)."""
+MAX_TENANT_PROBES = 200
+"""Probes per tenant, whatever its knowledge bases: they run outside every rate limit."""
 RESULT_TTL_S = 30 * 86_400
 _OPERATION = "probes"
 _encode = msgspec.msgpack.Encoder().encode
@@ -71,6 +73,8 @@ class Probes:
         table = await self._probes()
         if await table.count_rows(kb_filter(principal.tenant_id, kb_id)) >= MAX_PROBES:
             raise BadRequest(f"A knowledge base has at most {MAX_PROBES} probes; delete one first.")
+        if await table.count_rows(f"tenant_id = {sql_literal(principal.tenant_id)}") >= MAX_TENANT_PROBES:
+            raise BadRequest(f"A tenant has at most {MAX_TENANT_PROBES} probes; delete one first.")
         probe = StoredProbe(
             id=new_id("probe"),
             tenant_id=principal.tenant_id,

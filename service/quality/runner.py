@@ -17,7 +17,7 @@ import uuid
 
 from service.auth import MEMBER, Principal
 from service.chat import Chat, Question
-from service.errors import NotFound
+from service.errors import NotFound, RagwatchError
 from service.models import ChatResponse, ProbeResult
 from service.quality.probes import Probes, StoredProbe
 from service.shared.health import RedisUnavailable
@@ -48,10 +48,14 @@ class ProbeRunner:
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def aclose(self) -> None:
+        """Stop, and give the lease up, so that another replica runs the next round (a rolling deploy does
+        not leave the probes unrun until the lease lapses)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        with contextlib.suppress(RedisUnavailable):
+            await self._records.swap("probes", _LEASE, self._holder, None, 0)
 
     async def _loop(self) -> None:
         while True:
@@ -64,12 +68,17 @@ class ProbeRunner:
     async def run_round(self) -> int:
         """Run every probe, if this process holds the lease; how many ran."""
         status = self._telemetry.quality.probes
-        if not await self._lease():
+        lease = await self._lease()
+        if lease is None:  # Redis is down: nothing can be run alone safely; the last results stay reported
+            return 0
+        if not lease:
             status.keep_only(())
             return 0
         probes = await self._probes.stored()
         status.keep_only((probe.kb_id, probe.id) for probe in probes)
-        for probe in probes:
+        for ran, probe in enumerate(probes):
+            if ran and not await self._lease():  # renewed before each run: a long round keeps it, or stops
+                return ran
             await self.run(probe)
         return len(probes)
 
@@ -86,17 +95,24 @@ class ProbeRunner:
                 await self._probes.forget(probe)
                 return None
             except Exception as exc:
-                result, detail = "error", f"{type(exc).__name__}: {exc}"
+                result, detail = "error", _reason(exc)
             duration_s = time.perf_counter() - started
             record_probe_run(
-                self._telemetry, span, kb_id=probe.kb_id, probe_id=probe.id, result=result, duration_s=duration_s
+                self._telemetry,
+                span,
+                kb_id=probe.kb_id,
+                probe_id=probe.id,
+                result=result,
+                duration_s=duration_s,
+                error_type=detail.split(":")[0] if result == "error" else None,
             )
         outcome = ProbeResult(result, now(), trace_id, round(duration_s, 4), detail)  # type: ignore[arg-type]
         await self._probes.keep_result(probe.id, outcome)
         return outcome
 
-    async def _lease(self) -> bool:
-        """Whether this process runs the probes this round (always, alone; the lease holder, with Redis)."""
+    async def _lease(self) -> bool | None:
+        """Whether this process runs the probes now (always, alone; the lease holder, with Redis), renewing the
+        lease; ``None`` when Redis cannot say."""
         ttl_s = max(5, round(3 * self._interval_s))
         try:
             holder = await self._records.claim("probes", _LEASE, self._holder, ttl_s)
@@ -104,7 +120,15 @@ class ProbeRunner:
                 return True
             return holder == self._holder and await self._records.swap("probes", _LEASE, holder, holder, ttl_s)
         except RedisUnavailable:
-            return False
+            return None
+
+
+def _reason(exc: Exception) -> str:
+    """Why a run erred, as the tenant's admin may read it: the problem for the service's own errors, else
+    only the kind of failure (its message may name internals; the trace has the rest)."""
+    if isinstance(exc, RagwatchError):
+        return f"{exc.slug}: {exc.detail}"
+    return f"{type(exc).__name__}: see the run's trace"
 
 
 def verdict(probe: StoredProbe, answer: ChatResponse) -> tuple[str, str]:

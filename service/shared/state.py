@@ -26,6 +26,10 @@ class SharedState:
     redis: Redis | None
     """The pooled client when ``RAGWATCH_REDIS_URL`` names a Redis server; ``None`` for ``memory://``."""
     records: Records
+    """Conversations, idempotency keys, probe results and the probe lease."""
+    answers: Records
+    """Which answer each trace is (for feedback): many small entries; with ``memory://``, a store of their own,
+    so a busy process never pushes conversations or idempotency keys out."""
     activity: ActivityPublisher | None = None
 
     async def ping(self) -> None:
@@ -49,9 +53,9 @@ def open_shared_state(settings: Settings, telemetry: Telemetry) -> SharedState:
     if settings.redis.url.startswith("memory://"):
         memory = MemoryCacheBackend(settings.cache.memory_max_entries)
         counters = MemoryCounters(reader=memory.get_many)
-        records = MemoryRecords(settings.cache.memory_max_entries)
+        records, answers = MemoryRecords(settings.cache.memory_max_entries), MemoryRecords(100_000)
         health = RedisHealth(None, telemetry)
-        return SharedState(counters=counters, cache=memory, health=health, redis=None, records=records)
+        return SharedState(counters=counters, cache=memory, health=health, redis=None, records=records, answers=answers)
     password = settings.redis.password.reveal() if settings.redis.password else None
     timeout_s = settings.redis.timeout_s
     # A blocking pool: a burst of more concurrent requests than connections waits (up to the timeout) for
@@ -75,6 +79,7 @@ def open_shared_state(settings: Settings, telemetry: Telemetry) -> SharedState:
         health=health,
         redis=client,
         records=RedisRecords(client, health),
+        answers=RedisRecords(client, health),
         activity=ActivityPublisher(client, health, telemetry),
     )
 

@@ -140,3 +140,34 @@ def test_with_redis_feedback_reaches_the_answer_through_another_replica(
         response = other.post("/v1/feedback", json={"trace_id": trace_id, "rating": "up"})
 
     assert response.status_code == 201, response.text
+
+
+def test_only_a_users_first_rating_of_an_answer_is_counted_and_every_rating_is_stored(tmp_path: Path) -> None:
+    with live_server(make_settings(tmp_path)) as server, server.client(auth()) as client:
+        kb_id = create_kb(client, "handbook")
+        ingest(client, kb_id, title="Handbook", text=HANDBOOK)
+        trace_id = answer(client, kb_id)["trace_id"]
+        statuses = [
+            client.post("/v1/feedback", json={"trace_id": trace_id, "rating": rating}).status_code
+            for rating in ("down", "down", "down", "up")
+        ]
+        counted = {r: metric_total(client, "rag_answer_feedback_total", rating=r, kb=kb_id) for r in ("up", "down")}
+
+    stored = lancedb.connect(tmp_path / "lancedb").open_table("feedback").to_arrow().to_pylist()
+    assert statuses == [201] * 4
+    assert counted == {"up": 0, "down": 1}
+    assert [row["rating"] for row in sorted(stored, key=lambda row: row["created_at"])] == ["down"] * 3 + ["up"]
+
+
+def test_while_redis_is_down_feedback_is_a_503(tmp_path: Path, own_redis: RedisServer) -> None:
+    with (
+        live_server(make_settings(tmp_path, RAGWATCH_REDIS_URL=own_redis.url)) as server,
+        server.client(auth(fresh_tenant())) as client,
+    ):
+        kb_id = create_kb(client, "handbook")
+        ingest(client, kb_id, title="Handbook", text=HANDBOOK)
+        trace_id = answer(client, kb_id)["trace_id"]
+        own_redis.stop()
+        response = client.post("/v1/feedback", json={"trace_id": trace_id, "rating": "up"})
+
+    assert_problem(response, 503, "shared-state-unavailable")

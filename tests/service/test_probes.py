@@ -4,7 +4,9 @@ service asks them on a schedule through the real retrieval and answer path, repo
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -165,7 +167,9 @@ def test_a_probe_whose_knowledge_base_is_deleted_goes_with_it(probing: httpx.Cli
 
 def test_with_redis_one_replica_runs_the_probes(tmp_path: Path, redis_server: RedisServer) -> None:
     env = {
-        "RAGWATCH_REDIS_URL": redis_server.url,
+        # A database of its own: the lease of another test's replicas (gone, their lease not yet lapsed) is not
+        # in the way.
+        "RAGWATCH_REDIS_URL": redis_server.url.removesuffix("/0") + "/6",
         "RAGWATCH_READ_CONSISTENCY_S": "0",
         "RAGWATCH_PROBE_INTERVAL_S": "1",
     }
@@ -185,5 +189,33 @@ def test_with_redis_one_replica_runs_the_probes(tmp_path: Path, redis_server: Re
 
         wait_until(lambda: sum(runs()) >= 3, what="three probe runs")
         counted = runs()
+        reporting = ["rag_probe_success{" in client.get("/metrics").text for client in (one, other)]
 
     assert sorted(counted)[0] == 0, f"both replicas ran probes: {counted}"
+    assert reporting == [count > 0 for count in counted], "only the replica running the probes reports them"
+
+
+def test_a_replica_that_stops_gives_the_lease_up_to_another(tmp_path: Path, redis_server: RedisServer) -> None:
+    env = {
+        "RAGWATCH_REDIS_URL": redis_server.url.removesuffix("/0") + "/5",
+        "RAGWATCH_READ_CONSISTENCY_S": "0",
+        "RAGWATCH_PROBE_INTERVAL_S": "1",
+    }
+    data = tmp_path / "shared-lancedb"
+    tenant = fresh_tenant()
+    with ExitStack() as later, ExitStack() as earlier:
+        first = earlier.enter_context(live_server(make_settings(data, **env)))  # starts first: takes the lease
+        one = earlier.enter_context(first.client(auth(tenant)))
+        second = later.enter_context(live_server(make_settings(data, **env)))
+        other = later.enter_context(second.client(auth(tenant)))
+        kb_id = create_kb(one, "handbook")
+        ingest(one, kb_id, title="Handbook", text=HANDBOOK)
+        create_probe(one, kb_id, PASSING)
+        wait_until(lambda: "rag_probe_success{" in one.get("/metrics").text, what="the first replica's run")
+        assert "rag_probe_success{" not in other.get("/metrics").text
+
+        earlier.close()  # the holder stops; its lease would lapse only after 5 s
+        started = time.monotonic()
+        wait_until(lambda: "rag_probe_success{" in other.get("/metrics").text, timeout_s=10, what="a takeover")
+
+    assert time.monotonic() - started < 4, "the lease was left to lapse instead of given up"

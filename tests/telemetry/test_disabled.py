@@ -20,7 +20,7 @@ import pytest
 
 from telemetry.logs import configure_logging
 from tests.support import HANDBOOK, create_kb, documents_url, token
-from tests.telemetry import QUESTION, Recorder, RecorderFactory, Serve, sse_events
+from tests.telemetry import QUESTION, Recorder, RecorderFactory, Serve, kb_with_handbook, sse_events
 
 ZERO_TRACE_ID = "0" * 32
 
@@ -149,3 +149,15 @@ def test_only_the_value_true_disables_the_sdk(
     ):
         monkeypatch.setenv("OTEL_SDK_DISABLED", value)
         assert recorder_factory().telemetry.enabled is enabled, value
+
+
+def test_with_the_sdk_disabled_untraced_answers_cannot_be_rated_by_anyone(disabled: Recorder, serve: Serve) -> None:
+    """Untraced answers all have the trace id 0…0: it names no answer, so feedback on it is a 404, never a
+    rating of whichever answer came last."""
+    with serve(disabled) as (_, client):
+        kb_id = kb_with_handbook(client)
+        reply = client.post("/v1/chat", json={"kb_id": kb_id, "question": QUESTION}).json()
+        rated = client.post("/v1/feedback", json={"trace_id": reply["trace_id"], "rating": "down"})
+
+    assert reply["trace_id"] == "0" * 32
+    assert rated.status_code == 404, rated.text

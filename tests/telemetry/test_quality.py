@@ -4,13 +4,15 @@ the answer's (or the probe run's) own trace."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from opentelemetry._logs import LogRecord
 
+from tests.fake_openai import CHAT, FakeOpenAI, fake_openai, openai_env
 from tests.support import wait_until
 from tests.telemetry import QUESTION, Recorder, Serve, attributes, hex_span_id, hex_trace_id, kb_with_handbook
+
+__all__ = ["fake_openai"]  # the fixture, imported for pytest
 
 NO_MATCH = "Which colour is the submarine on the logo?"
 
@@ -101,7 +103,6 @@ def test_a_probe_run_is_a_trace_of_its_own_with_its_verdict_as_an_evaluation_eve
         last = wait_until(
             lambda: client.get(f"/v1/knowledge-bases/{kb_id}/probes").json()["data"][0]["last"], what="a probe run"
         )
-        time.sleep(0.2)  # the run's span ends as its result is kept
 
     assert last["result"] == "pass", last
     spans = [span for span in recorder.spans() if hex_trace_id(span) == last["trace_id"]]
@@ -115,3 +116,17 @@ def test_a_probe_run_is_a_trace_of_its_own_with_its_verdict_as_an_evaluation_eve
     assert verdict.attributes["gen_ai.evaluation.score.label"] == "pass"
     assert format(verdict.span_id or 0, "016x") == hex_span_id(root)
     assert recorder.counter("rag.answers", kb=kb_id) == 0  # probes are not user answers
+
+
+def test_a_failed_answer_counts_as_an_error_and_a_callers_mistake_does_not(
+    recorder: Recorder, serve: Serve, fake_openai: FakeOpenAI
+) -> None:
+    with serve(recorder, **openai_env(fake_openai.base_url, RAGWATCH_EMBEDDER="hashing")) as (_, client):
+        kb_id = kb_with_handbook(client)
+        fake_openai.fail_next(1, 500, path=CHAT)
+        failed = client.post("/v1/chat", json={"kb_id": kb_id, "question": QUESTION})
+        unknown = client.post("/v1/chat", json={"kb_id": "kb_missing", "question": QUESTION})
+
+    assert (failed.status_code, unknown.status_code) == (502, 404)
+    assert recorder.counter("rag.answers", kb=kb_id, outcome="error") == 1
+    assert recorder.counter("rag.answers", kb="kb_missing") == 0
