@@ -49,7 +49,7 @@ test: $(STAMP) system-deps lint
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
 
-## lint: ruff (lint and format) and mypy --strict on service/, telemetry/, the client (clients/python) and dashboards/
+## lint: ruff (lint and format) and mypy --strict on service/, telemetry/, bench/, the client (clients/python) and dashboards/
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

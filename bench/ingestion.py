@@ -45,7 +45,7 @@ async def measure(directory: Path, batched_documents: int, single_rows: int) -> 
     await container.start()
     service = container.documents
     principal = Principal(tenant_id="bench", user_id="ingest", roles=frozenset({ADMIN, MEMBER}))
-    kb = await container.knowledge_bases.create(principal, KnowledgeBaseCreate(name="ingestion"))
+    kb = (await container.knowledge_bases.create(principal, KnowledgeBaseCreate(name="ingestion"))).value
     corpus = Corpus(seed=23)
     rag = settings.rag
 

@@ -225,13 +225,13 @@ async def _latency(redis_url: str, kb_id: str, iterations: int, scratch: str) ->
         outcomes["hit" if cached else "miss"] += 1
     await container.aclose()
     ping = percentiles_ms(pings)
-    chat = percentiles_ms(sequences)
+    timing = percentiles_ms(sequences)
     return {
         "iterations": iterations,
         "ping_ms": ping,
-        "cached_chat_redis_ms": chat,
+        "cached_chat_redis_ms": timing,
         "answer_cache_outcomes": dict(outcomes),
-        "ratio_p50_to_ping": round(chat["p50"] / ping["p50"], 2) if ping["p50"] else None,
+        "ratio_p50_to_ping": round(timing["p50"] / ping["p50"], 2) if ping["p50"] else None,
     }
 
 
