@@ -7,18 +7,20 @@ Variants (each its own warm process on the server core):
 ``raw``                   a bare ASGI callable on uvicorn returning a fixed JSON body
 ``litestar``              one Litestar route returning the same body
 ``cached_off``            ``ragwatch serve``, chat answered from the answer cache in Redis, ``OTEL_SDK_DISABLED``
-``cached_on``             the same with telemetry fully on (below)
+``cached_on``             the same with telemetry on (below) and the default trace sampling (errors, slow, 10 %)
+``cached_full``           the same with every trace exported (``RAGWATCH_TRACE_SAMPLE_SHARE=1``)
 ``uncached_off``          ``ragwatch serve`` with all three caches off: embed, hybrid search, extractive answer
-``uncached_on``           the same with telemetry fully on
+``uncached_on``           the same with telemetry on, default sampling
 ========================  ====================================================================================
 
-*Telemetry fully on*: 100 % sampling (``OTEL_TRACES_SAMPLER=always_on``), traces, metrics and logs exported
-over OTLP/HTTP to the sink, the access log record of every request (JSON on stdout, to a file, and over
-OTLP), and ``/metrics`` scraped every second while the variant is under load. *Off* is only
+*Telemetry on*: every span recorded (``OTEL_TRACES_SAMPLER=always_on``), traces (as the in-process sampler
+keeps them), metrics and logs exported over OTLP/HTTP to the sink, the access log record of every request
+(JSON on stdout, to a file, and over OTLP), and ``/metrics`` scraped every second while the variant is under
+load. *Off* is only
 ``OTEL_SDK_DISABLED=true``; the JSON access log on stdout is not OpenTelemetry and stays as in production.
 
 Every ragwatch variant authenticates a JWT and runs the Redis rate limiter on each chat (limits set so high
-that it never refuses), and all four share one Redis and one LanceDB directory.
+that it never refuses), and all of them share one Redis and one LanceDB directory.
 """
 
 from __future__ import annotations
@@ -44,12 +46,13 @@ TENANT = "bench"
 USER = "alice"
 CACHED_QUESTION = "How many days of paid vacation does every employee get?"
 HUGE = "1000000000"
-RAGWATCH_VARIANTS = ("cached_off", "cached_on", "uncached_off", "uncached_on")
+RAGWATCH_VARIANTS = ("cached_off", "cached_on", "cached_full", "uncached_off", "uncached_on")
 TELEMETRY_ON = {
     "OTEL_TRACES_SAMPLER": "always_on",
     "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
     "OTEL_SERVICE_NAME": "ragwatch-bench",
 }
+EVERY_TRACE = {"RAGWATCH_TRACE_SAMPLE_SHARE": "1"}
 CACHES_OFF = {
     "RAGWATCH_CACHE_EMBEDDINGS_ENABLED": "false",
     "RAGWATCH_CACHE_RETRIEVAL_ENABLED": "false",
@@ -125,6 +128,7 @@ class Fleet:
             "litestar": uvicorn_server("litestar", "bench.apps:litestar_app", self.work),
             "cached_off": ragwatch_server("cached_off", self.work, {**common, **off}),
             "cached_on": ragwatch_server("cached_on", self.work, {**common, **on}),
+            "cached_full": ragwatch_server("cached_full", self.work, {**common, **on, **EVERY_TRACE}),
             "uncached_off": ragwatch_server("uncached_off", self.work, {**common, **off, **CACHES_OFF}),
             "uncached_on": ragwatch_server("uncached_on", self.work, {**common, **on, **CACHES_OFF}),
         }
@@ -230,6 +234,7 @@ class Fleet:
             "litestar": plain,
             "cached_off": cached,
             "cached_on": cached,
+            "cached_full": cached,
             "uncached_off": uncached,
             "uncached_on": uncached,
         }

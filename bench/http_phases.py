@@ -137,7 +137,11 @@ def telemetry_check(fleet: Fleet, name: str) -> dict[str, Any]:
     spans handed to the exporter, spans and log records dropped because a queue was full, failed exports."""
     processed = dropped = failures = 0.0
     logs_dropped = 0.0
+    sampling: dict[str, float] = {}
     for sample, labels, value in _samples(fleet.metrics_text(name)):
+        if sample == "rag_traces_sampled_total":
+            reason = f"{labels.get('decision')}/{labels.get('reason')}"
+            sampling[reason] = sampling.get(reason, 0.0) + value
         if sample == "otel_sdk_processor_span_processed_total":
             if labels.get("error_type"):
                 dropped += value
@@ -154,6 +158,7 @@ def telemetry_check(fleet: Fleet, name: str) -> dict[str, Any]:
         "spans_dropped_queue_full": int(dropped),
         "log_records_dropped_queue_full": int(logs_dropped),
         "export_failures": int(failures),
+        "sampling": {reason: int(count) for reason, count in sorted(sampling.items())},
     }
 
 

@@ -160,7 +160,9 @@ def chart(path: Path, figures: list[Figure], targets: list[Target], details: dic
     fig, axes = plt.subplots(1, 3, figsize=(17, 6.2), gridspec_kw={"width_ratios": [1.0, 1.25, 1.1]})
     throughput = details.get("throughput_medians", {})
     names = [
-        n for n in ("raw", "litestar", "cached_off", "cached_on", "uncached_off", "uncached_on") if n in throughput
+        n
+        for n in ("raw", "litestar", "cached_off", "cached_on", "cached_full", "uncached_off", "uncached_on")
+        if n in throughput
     ]
     values = [throughput[n] for n in names]
     pretty = {
@@ -168,11 +170,13 @@ def chart(path: Path, figures: list[Figure], targets: list[Target], details: dic
         "litestar": "bare Litestar",
         "cached_off": "cached chat, telemetry off",
         "cached_on": "cached chat, telemetry on",
+        "cached_full": "cached chat, every trace",
         "uncached_off": "uncached chat, telemetry off",
         "uncached_on": "uncached chat, telemetry on",
     }
     ax = axes[0]
-    colors = ["#9aa5b1", "#9aa5b1", "#4c78a8", "#f58518", "#4c78a8", "#f58518"][: len(names)]
+    palette = {"raw": "#9aa5b1", "litestar": "#9aa5b1", "cached_full": "#e45756"}
+    colors = [palette.get(n, "#f58518" if n.endswith("_on") else "#4c78a8") for n in names]
     ax.barh([pretty[n] for n in names][::-1], values[::-1], color=colors[::-1])
     ax.set_xscale("log")
     ax.set_xlabel("requests/s at fixed concurrency (median of rounds, log scale)")

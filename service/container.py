@@ -236,4 +236,6 @@ def telemetry_options(settings: Settings) -> TelemetryOptions:
         capture_content=settings.telemetry.capture_content,
         tenant_label_limit=settings.telemetry.metrics_tenant_limit,
         kb_label_limit=settings.telemetry.metrics_kb_limit,
+        trace_sample_share=settings.telemetry.trace_sample_share,
+        trace_slow_s=settings.telemetry.trace_slow_s,
     )

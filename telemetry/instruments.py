@@ -187,6 +187,11 @@ class Instruments:
             unit="{item}",
             description="Spans, metric points and log records that could not be exported",
         )
+        self.traces_sampled = meter.create_counter(
+            "rag.traces.sampled",
+            unit="{trace}",
+            description="Traces kept for export or dropped by the in-process sampler, by decision and reason",
+        )
 
     def declare_model(self, operation: str, provider: str, model: str) -> None:
         """Start the series of a configured model at 0, so dashboards and rules see them from the first scrape."""

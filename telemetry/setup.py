@@ -54,6 +54,7 @@ from telemetry.exporters import (
 )
 from telemetry.instruments import Instruments
 from telemetry.quality import QualityInstruments
+from telemetry.sampling import KeptTraceExemplars, TraceSampler
 
 __all__ = ["Telemetry", "TelemetryOptions", "disabled_telemetry", "setup_telemetry", "use_stable_semantic_conventions"]
 
@@ -71,6 +72,9 @@ class TelemetryOptions:
     capture_content: bool = False
     tenant_label_limit: int = 100
     kb_label_limit: int = 200
+    trace_sample_share: float = 1.0
+    """Share of ordinary traces exported over OTLP (:mod:`telemetry.sampling`); the service passes its setting."""
+    trace_slow_s: float = 2.0
     shutdown_timeout_s: float = 5.0
     extra_span_processors: Sequence[SpanProcessor] = ()
     """Test hooks: in-memory exporters are added here, beside what the environment configures."""
@@ -193,7 +197,9 @@ def setup_telemetry(options: TelemetryOptions, environ: Mapping[str, str] = os.e
     if otlp.metrics is not None:
         # The interval comes from OTEL_METRIC_EXPORT_INTERVAL (default 60 s).
         readers.append(PeriodicExportingMetricReader(otlp.metrics, export_timeout_millis=otlp.timeout_s * 1000))
-    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    # Exemplars only of traces that will be exported (telemetry.sampling), so each one leads to a trace.
+    exemplars = KeptTraceExemplars(options.trace_sample_share if otlp.spans is not None else 1.0)
+    meter_provider = MeterProvider(resource=resource, metric_readers=readers, exemplar_filter=exemplars)
     instruments = Instruments(meter_provider.get_meter(SCOPE), options.tenant_label_limit)
     failures.counter = instruments.export_failures
     for signal in SIGNALS:  # a series per signal from the first scrape: 0 until an export fails
@@ -206,7 +212,10 @@ def setup_telemetry(options: TelemetryOptions, environ: Mapping[str, str] = os.e
         tracer_provider.add_span_processor(processor)
     if otlp.spans is not None:
         # With the meter provider, the SDK counts what it drops (queue full) in otel.sdk.processor.span.processed.
-        tracer_provider.add_span_processor(BatchSpanProcessor(otlp.spans, meter_provider=meter_provider))
+        exporting = BatchSpanProcessor(otlp.spans, meter_provider=meter_provider)
+        sampled = instruments.traces_sampled
+        share, slow_s = options.trace_sample_share, options.trace_slow_s
+        tracer_provider.add_span_processor(TraceSampler(exporting, sampled, share=share, slow_s=slow_s))
 
     logger_provider = LoggerProvider(resource=resource)
     for exporter in options.extra_log_exporters:

@@ -245,6 +245,11 @@ class TelemetrySettings(msgspec.Struct, frozen=True, rename=variables("RAGWATCH_
     """Tenants that get their own label in per-tenant metrics; later ones share the label ``other``."""
     metrics_kb_limit: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = 200
     """Knowledge bases that get their own ``kb`` label in the answer-quality metrics; later ones are ``other``."""
+    trace_sample_share: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.1
+    """Share of the ordinary traces exported (fast, successful, no sampled caller, not a probe); every error,
+    slow, caller-sampled and probe trace is exported whatever this is. ``1``: every trace."""
+    trace_slow_s: Annotated[float, msgspec.Meta(gt=0)] = 2.0
+    """A trace whose request took this long is always exported (as the collector's tail sampling keeps it)."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Lowest level logged."""
     log_format: Literal["json", "text"] = "json"

@@ -26,7 +26,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service import __version__
 from telemetry import Telemetry, TelemetryOptions, setup_telemetry
-from tests.support import HANDBOOK, auth, create_kb
+from tests.fake_openai import CHAT, openai_env, running_fake_openai
+from tests.support import HANDBOOK, auth, create_kb, ingest
 from tests.telemetry.otlp_receiver import (
     OtlpGrpcReceiver,
     OtlpHttpReceiver,
@@ -43,8 +44,10 @@ FAST_EXPORT = {
     "OTEL_METRIC_EXPORT_INTERVAL": "500",
     "OTEL_BSP_SCHEDULE_DELAY": "100",
     "OTEL_BLRP_SCHEDULE_DELAY": "100",
+    "RAGWATCH_TRACE_SAMPLE_SHARE": "1",
 }
-"""Export every 100-500 ms instead of every 5-60 s, so the tests need not wait."""
+"""Export every 100-500 ms instead of every 5-60 s, so the tests need not wait; and every trace (the tests
+that check the sampling say otherwise)."""
 SHUTDOWN_BOUND_S = 15.0
 SERVER = Span.SpanKind.SPAN_KIND_SERVER
 
@@ -292,7 +295,11 @@ def test_latency_histograms_carry_exemplars_that_lead_to_exported_traces(http_ru
 
 def test_what_is_still_queued_when_the_service_is_stopped_is_delivered_before_it_exits(tmp_path: Path) -> None:
     """With exports minutes apart, SIGTERM still delivers the last request's span, log record and metrics."""
-    minutes = {"OTEL_METRIC_EXPORT_INTERVAL": "600000", "OTEL_BSP_SCHEDULE_DELAY": "600000"}
+    minutes = {
+        "OTEL_METRIC_EXPORT_INTERVAL": "600000",
+        "OTEL_BSP_SCHEDULE_DELAY": "600000",
+        "RAGWATCH_TRACE_SAMPLE_SHARE": "1",
+    }
     with OtlpHttpReceiver() as receiver:
         env = {**minutes, "OTEL_BLRP_SCHEDULE_DELAY": "600000", "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url}
         with ragwatch_serve(tmp_path, **env) as served, served.client(auth()) as client:
@@ -532,3 +539,57 @@ def test_opentelemetrys_own_complaints_stay_out_of_the_otlp_log_pipeline(otel_en
         telemetry.shutdown()
 
     assert [record.body.string_value for record in receiver.received.log_records()] == ["POST /v1/chat 200"]
+
+
+# --- sampling ----------------------------------------------------------------------------------------------------
+
+
+def test_by_default_every_error_trace_is_exported_whole_and_a_tenth_of_the_cached_hits(tmp_path: Path) -> None:
+    """A burst of provider errors among hundreds of cached answers: every error trace arrives (with its chat
+    span), about a tenth of the ordinary ones do, and what was kept and dropped is counted."""
+    with OtlpHttpReceiver() as receiver, running_fake_openai() as fake:
+        env = {
+            **{name: value for name, value in FAST_EXPORT.items() if name != "RAGWATCH_TRACE_SAMPLE_SHARE"},
+            **openai_env(fake.base_url, RAGWATCH_EMBEDDER="hashing"),
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+            "RAGWATCH_RATE_LIMIT_ENABLED": "false",
+        }
+        with ragwatch_serve(tmp_path, **env) as served, served.client(auth()) as client:
+            kb_id = create_kb(client, "handbook")
+            ingest(client, kb_id, title="Handbook", text=HANDBOOK)
+            time.sleep(0.6)  # past the settle interval, so the first answer is cached
+            ask = {"kb_id": kb_id, "question": QUESTION}
+            client.post("/v1/chat", json=ask).raise_for_status()
+            hits, errors = [], []
+            for number in range(400):
+                if number % 20 == 10:
+                    fake.fail_next(1, 500, path=CHAT)
+                    failed = client.post("/v1/chat", json={**ask, "question": f"Question {number} about vacation?"})
+                    assert failed.status_code == 502, failed.text
+                    errors.append(failed.headers["traceresponse"].split("-")[1])
+                else:
+                    hit = client.post("/v1/chat", json=ask)
+                    assert hit.json()["cached"] is True
+                    hits.append(hit.json()["trace_id"])
+            metrics = client.get("/metrics").text
+
+            def traced() -> set[str]:
+                return {span.trace_id.hex() for span in _server_spans(receiver.received)}
+
+            wait_until(lambda: set(errors) <= traced(), what="every error trace")
+            time.sleep(0.5)  # what else was kept has arrived too
+            spans = receiver.received.spans()
+
+    kept_hits = set(hits) & traced()
+    assert 0.04 <= len(kept_hits) / len(hits) <= 0.18, len(kept_hits)
+    for trace_id in errors:
+        names = {span.name for span in spans if span.trace_id.hex() == trace_id}
+        assert {"POST /v1/chat", "chat gpt-4o-mini"} <= names, names
+    sampled = {
+        (sample.labels["decision"], sample.labels["reason"]): sample.value
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+        if sample.name == "rag_traces_sampled_total"
+    }
+    assert sampled[("kept", "error")] >= len(errors)
+    assert sampled[("dropped", "share")] >= len(hits) - len(kept_hits) - 5
