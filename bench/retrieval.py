@@ -170,7 +170,7 @@ async def query(directory: Path, queries: int, seed: int) -> dict[str, Any]:
 def _blas() -> list[dict[str, Any]]:
     """Which BLAS kernel the NumPy scan ran on (threadpoolctl), for the record."""
     try:
-        from threadpoolctl import threadpool_info  # type: ignore[import-untyped]  # noqa: PLC0415 - bench extra
+        from threadpoolctl import threadpool_info  # noqa: PLC0415 - bench extra
     except ImportError:
         return []
     keys = ("internal_api", "version", "architecture", "num_threads")
