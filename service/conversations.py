@@ -11,7 +11,6 @@ its own (logged); reading or deleting a conversation then is a 503.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Sequence
 
@@ -21,7 +20,7 @@ from service.auth import Principal
 from service.errors import NotFound, SharedStateUnavailable
 from service.models import Conversation, ConversationTurn, Passage
 from service.shared.health import RedisUnavailable
-from service.shared.records import Records
+from service.shared.records import Records, record_key
 from service.store import now
 
 __all__ = ["CONTEXT_CHARACTERS", "CONTEXT_TURNS", "Conversations", "earlier_questions"]
@@ -99,6 +98,4 @@ class Conversations:
 
 
 def _key(principal: Principal, conversation_id: str) -> str:
-    """The conversation's key: a digest, so no tenant, user or id can run into another's."""
-    digest = hashlib.sha256(f"{principal.tenant_id}\x1f{principal.user_id}\x1f{conversation_id}".encode())
-    return f"ragwatch:conversation:{digest.hexdigest()[:40]}"
+    return record_key("conversation", principal.tenant_id, principal.user_id, conversation_id)

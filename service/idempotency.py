@@ -25,7 +25,7 @@ import msgspec
 from service.auth import Principal
 from service.errors import IdempotencyKeyInUse, IdempotencyKeyReused, SharedStateUnavailable
 from service.shared.health import RedisUnavailable
-from service.shared.records import Records
+from service.shared.records import Records, record_key
 
 __all__ = ["MAX_KEY_LENGTH", "Idempotency", "Replayable", "fingerprint"]
 
@@ -123,5 +123,4 @@ class Idempotency:
 
 
 def _record_key(principal: Principal, operation: str, key: str) -> str:
-    digest = hashlib.sha256(f"{principal.tenant_id}\x1f{principal.user_id}\x1f{operation}\x1f{key}".encode())
-    return f"ragwatch:idempotency:{digest.hexdigest()[:40]}"
+    return record_key("idempotency", principal.tenant_id, principal.user_id, operation, key)

@@ -148,6 +148,22 @@ def live_server(
         server.stop()
 
 
+@contextmanager
+def two_replicas(
+    data_dir: Path, redis_url: str, tenant: str, **env: str
+) -> Iterator[tuple[httpx.Client, httpx.Client]]:
+    """Two servers on one LanceDB directory and one Redis (writes seen at once), and a client of ``tenant`` for
+    each: what one replica does, the other must see."""
+    settings = make_settings(data_dir, RAGWATCH_REDIS_URL=redis_url, RAGWATCH_READ_CONSISTENCY_S="0", **env)
+    with (
+        live_server(settings) as first,
+        live_server(settings) as second,
+        first.client(auth(tenant)) as one,
+        second.client(auth(tenant)) as other,
+    ):
+        yield one, other
+
+
 def fresh_tenant() -> str:
     """A tenant id no other test uses, so that its list of knowledge bases starts empty."""
     return f"t{uuid.uuid4().hex[:12]}"

@@ -8,7 +8,6 @@ answer, or one the service does not know (never answered, or older than ``RAGWAT
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import pyarrow as pa
@@ -18,7 +17,7 @@ from service.errors import NotFound, SharedStateUnavailable
 from service.models import FeedbackAccepted, FeedbackCreate
 from service.quality.answers import AnswerRegistry
 from service.shared.health import RedisUnavailable
-from service.shared.records import Records
+from service.shared.records import Records, record_key
 from service.store import Store, now
 from service.store.writes import retried
 from telemetry import Telemetry, record_feedback
@@ -89,8 +88,8 @@ class FeedbackService:
     async def _first_rating(self, principal: Principal, trace_id: str) -> bool:
         """Whether this is the caller's first rating of the answer: only that one is counted, so rating an
         answer again (a changed mind) is stored but cannot tip the share of "down" ratings."""
-        digest = hashlib.sha256(f"{principal.tenant_id}\x1f{principal.user_id}\x1f{trace_id}".encode()).hexdigest()
-        return await self._records.claim("answers", f"ragwatch:rated:{digest[:40]}", b"1", self._ttl_s) is None
+        key = record_key("rated", principal.tenant_id, principal.user_id, trace_id)
+        return await self._records.claim("answers", key, b"1", self._ttl_s) is None
 
     async def _feedback_table(self) -> Any:
         if self._table is None:

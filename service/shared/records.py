@@ -8,6 +8,7 @@ its operation, so an outage costs no timeouts; each caller decides what :class:`
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
@@ -16,7 +17,14 @@ from redis.asyncio import Redis
 from service.shared.expiring import ExpiringLRU
 from service.shared.health import RedisHealth
 
-__all__ = ["MemoryRecords", "Records", "RedisRecords"]
+__all__ = ["MemoryRecords", "Records", "RedisRecords", "record_key"]
+
+
+def record_key(kind: str, *parts: str) -> str:
+    """The key of a record of ``kind`` named by ``parts`` (tenant, user, id…): a digest, so that no part can
+    run into another's, whatever characters it holds."""
+    digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+    return f"ragwatch:{kind}:{digest[:40]}"
 
 
 class Records(Protocol):

@@ -24,6 +24,7 @@ from tests.support import (
     ingest,
     live_server,
     make_settings,
+    two_replicas,
 )
 
 __all__ = ["fake_openai"]  # the fixture, imported for pytest
@@ -199,14 +200,7 @@ def test_each_turn_renews_the_conversations_lifetime(short_lived: httpx.Client) 
 
 
 def test_with_redis_every_replica_serves_the_same_conversation(tmp_path: Path, redis_server: RedisServer) -> None:
-    env = {"RAGWATCH_REDIS_URL": redis_server.url, "RAGWATCH_READ_CONSISTENCY_S": "0"}
-    data = tmp_path / "shared-lancedb"
-    with (
-        live_server(make_settings(data, **env)) as first,
-        live_server(make_settings(data, **env)) as second,
-        first.client(auth("replicas")) as one,
-        second.client(auth("replicas")) as other,
-    ):
+    with two_replicas(tmp_path, redis_server.url, "replicas") as (one, other):
         kb_id = create_kb(one, "organisations")
         ingest(one, kb_id, title="UNESCO", text=UNESCO)
         ingest(one, kb_id, title="WMO", text=WMO)

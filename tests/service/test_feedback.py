@@ -23,6 +23,7 @@ from tests.support import (
     live_server,
     make_settings,
     metric_total,
+    two_replicas,
 )
 
 INVALID = "invalid-request"
@@ -125,15 +126,7 @@ def test_feedback_needs_the_member_role(server: LiveServer, client_for: ClientFa
 def test_with_redis_feedback_reaches_the_answer_through_another_replica(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
-    env = {"RAGWATCH_REDIS_URL": redis_server.url, "RAGWATCH_READ_CONSISTENCY_S": "0"}
-    data = tmp_path / "shared-lancedb"
-    tenant = fresh_tenant()
-    with (
-        live_server(make_settings(data, **env)) as first,
-        live_server(make_settings(data, **env)) as second,
-        first.client(auth(tenant)) as one,
-        second.client(auth(tenant)) as other,
-    ):
+    with two_replicas(tmp_path, redis_server.url, fresh_tenant()) as (one, other):
         kb_id = create_kb(one, "handbook")
         ingest(one, kb_id, title="Handbook", text=HANDBOOK)
         trace_id = answer(one, kb_id)["trace_id"]

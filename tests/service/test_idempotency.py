@@ -21,6 +21,7 @@ from tests.support import (
     fresh_tenant,
     live_server,
     make_settings,
+    two_replicas,
 )
 
 REPLAYED = "Idempotent-Replayed"
@@ -144,15 +145,7 @@ def test_a_malformed_key_is_a_400(admin: httpx.Client, key: str) -> None:
 def test_concurrent_repeats_through_two_replicas_create_once(tmp_path: Path, redis_server: RedisServer) -> None:
     """The same keyed request sent at once through two replicas: one creates, the others replay or are told
     to retry (409); none creates a second knowledge base."""
-    env = {"RAGWATCH_REDIS_URL": redis_server.url, "RAGWATCH_READ_CONSISTENCY_S": "0"}
-    data = tmp_path / "shared-lancedb"
-    tenant = fresh_tenant()
-    with (
-        live_server(make_settings(data, **env)) as first,
-        live_server(make_settings(data, **env)) as second,
-        first.client(auth(tenant)) as one,
-        second.client(auth(tenant)) as other,
-    ):
+    with two_replicas(tmp_path, redis_server.url, fresh_tenant()) as (one, other):
 
         def create(client: httpx.Client) -> httpx.Response:
             return client.post("/v1/knowledge-bases", json={"name": "Once"}, headers=keyed("across-replicas"))

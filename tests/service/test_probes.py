@@ -25,6 +25,7 @@ from tests.support import (
     live_server,
     make_settings,
     metric_total,
+    two_replicas,
     wait_until,
 )
 
@@ -106,6 +107,19 @@ def test_a_knowledge_base_has_at_most_50_probes(admin: httpx.Client, kb_id: str)
     assert_problem(admin.post(probes_url(kb_id), json=PASSING), 400, "invalid-request")
 
 
+def test_a_tenant_has_at_most_200_probes_whatever_its_knowledge_bases(client_for: ClientFactory) -> None:
+    admin = client_for(fresh_tenant())
+    bases = [create_kb(admin, f"kb {n}") for n in range(5)]
+    for kb in bases[:4]:
+        for _ in range(50):
+            create_probe(admin, kb, PASSING)
+
+    refused = admin.post(probes_url(bases[4]), json=PASSING)
+
+    assert_problem(refused, 400, "invalid-request")
+    assert "200 probes" in refused.json()["detail"]
+
+
 # --- running them ------------------------------------------------------------------------------------------------
 
 
@@ -166,20 +180,10 @@ def test_a_probe_whose_knowledge_base_is_deleted_goes_with_it(probing: httpx.Cli
 
 
 def test_with_redis_one_replica_runs_the_probes(tmp_path: Path, redis_server: RedisServer) -> None:
-    env = {
-        # A database of its own: the lease of another test's replicas (gone, their lease not yet lapsed) is not
-        # in the way.
-        "RAGWATCH_REDIS_URL": redis_server.url.removesuffix("/0") + "/6",
-        "RAGWATCH_READ_CONSISTENCY_S": "0",
-        "RAGWATCH_PROBE_INTERVAL_S": "1",
-    }
-    data = tmp_path / "shared-lancedb"
-    with (
-        live_server(make_settings(data, **env)) as first,
-        live_server(make_settings(data, **env)) as second,
-        first.client(auth(fresh_tenant())) as one,
-        second.client(auth("acme")) as other,
-    ):
+    # A database of its own: the lease of another test's replicas (gone, their lease not yet lapsed) is not in
+    # the way.
+    redis_url = redis_server.url.removesuffix("/0") + "/6"
+    with two_replicas(tmp_path, redis_url, fresh_tenant(), RAGWATCH_PROBE_INTERVAL_S="1") as (one, other):
         kb_id = create_kb(one, "handbook")
         ingest(one, kb_id, title="Handbook", text=HANDBOOK)
         create_probe(one, kb_id, PASSING)

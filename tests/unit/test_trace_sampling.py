@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -15,7 +16,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
 
-from telemetry.sampling import TraceSampler
+from telemetry.sampling import KeptTraceExemplars, TraceSampler, in_share
 
 
 class Pipeline:
@@ -145,3 +146,22 @@ def test_a_span_ending_after_its_root_follows_the_roots_decision() -> None:
         "POST /v1/chat",
         "left running",
     ]
+
+
+def _context(trace_id: int, *, sampled: bool = True) -> Context:
+    span_context = SpanContext(trace_id, 0x1, is_remote=False, trace_flags=TraceFlags(int(sampled)))
+    return trace.set_span_in_context(NonRecordingSpan(span_context))
+
+
+def test_exemplars_are_kept_only_for_traces_that_will_be_exported() -> None:
+    exemplars = KeptTraceExemplars(share=0.1)
+    in_the_share, outside = 1, (1 << 64) - 1  # the low 64 bits decide: near 0 is kept, near the top is not
+
+    assert in_share(in_the_share, 0.1)
+    assert not in_share(outside, 0.1)
+    assert exemplars.should_sample(0.01, 0, {"status": "200"}, _context(in_the_share))
+    assert not exemplars.should_sample(0.01, 0, {"status": "200"}, _context(outside))
+    assert exemplars.should_sample(0.01, 0, {"status": "502"}, _context(outside))  # a failure's trace is kept
+    assert exemplars.should_sample(0.01, 0, {"http.response.status_code": 503}, _context(outside))
+    assert not exemplars.should_sample(0.01, 0, {"status": "200"}, _context(in_the_share, sampled=False))
+    assert not exemplars.should_sample(0.01, 0, {}, Context())  # no span: nothing to lead to
