@@ -36,7 +36,7 @@ from service.api import (
 )
 from service.api.dependencies import provide_principal
 from service.api.hooks import add_rate_limit_headers
-from service.auth import authentication_guard
+from service.auth import MEMBERS_ONLY, authentication_guard
 from service.config import Settings
 from service.container import Container, build_container
 from service.errors import problem_details_plugin, unexpected_error_handlers
@@ -88,6 +88,7 @@ def app_for(container: Container) -> Litestar:
             chat_completions,
         ],
         guards=[authentication_guard(container.authenticator, observed)],
+        opt=MEMBERS_ONLY,  # admin routes say ADMINS_ONLY
         dependencies={"principal": Provide(provide_principal, sync_to_thread=False)},
         security=[{"bearer": []}],
     )

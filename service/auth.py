@@ -29,7 +29,10 @@ from telemetry import Telemetry, stage, update_request
 
 __all__ = [
     "ADMIN",
+    "ADMINS_ONLY",
     "MEMBER",
+    "MEMBERS_ONLY",
+    "ROLE",
     "AuthUnavailable",
     "Authenticator",
     "DevHeaderAuthenticator",
@@ -38,8 +41,6 @@ __all__ = [
     "Principal",
     "authentication_guard",
     "mint_token",
-    "requires_admin",
-    "requires_member",
 ]
 
 ADMIN = "admin"
@@ -226,17 +227,30 @@ class DevHeaderAuthenticator:
 Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]
 
 
+ROLE = "ragwatch.required_role"
+"""The route option naming the role a ``/v1`` route needs: members by default (the router's), admins where a
+route says :data:`ADMINS_ONLY`."""
+MEMBERS_ONLY: dict[str, str] = {ROLE: MEMBER}
+ADMINS_ONLY: dict[str, str] = {ROLE: ADMIN}
+_ROLE_CHECKS = {
+    MEMBER: (frozenset({ADMIN, MEMBER}), "This needs the member or admin role."),
+    ADMIN: (frozenset({ADMIN}), "This needs the admin role."),
+}
+
+
 def authentication_guard(authenticator: Authenticator, telemetry: Telemetry) -> Guard:
-    """The router guard that puts the caller's :class:`Principal` on ``connection.user`` for every ``/v1`` route.
+    """The router guard that puts the caller's :class:`Principal` on ``connection.user`` for every ``/v1`` route,
+    then checks the role the route's :data:`ROLE` option names (403 without it).
 
     A guard rather than a middleware: guards run inside the route's exception handling, so a 401 travels back
     through the telemetry middleware like any response (counted with its status, carrying ``traceresponse``),
-    and authentication happens before the body is read. A closure, so that Litestar's copies of the router
-    share the one authenticator (and its key and token caches).
+    and authentication happens before the body is read. One guard for both, with the role as a route option
+    rather than a guard of its own: Litestar copies the route handler for every guard it runs, on every request.
+    A closure, so that Litestar's copies of the router share the one authenticator (and its key and token caches).
     """
     method = "dev-headers" if isinstance(authenticator, DevHeaderAuthenticator) else "jwt"
 
-    async def authenticate(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    async def authenticate(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
         """Identify the caller in an ``authenticate`` span (which never records the token)."""
         with stage(telemetry, "authenticate", **{"rag.auth.method": method}) as span:
             principal = await authenticator.identify(connection)
@@ -245,19 +259,13 @@ def authentication_guard(authenticator: Authenticator, telemetry: Telemetry) -> 
         connection.scope["user"] = principal
         update_request(tenant_id=principal.tenant_id, user_id=principal.user_id)
         telemetry.instruments.active_tenants.seen(principal.tenant_id)
+        required = handler.opt.get(ROLE)
+        if required is not None:
+            allowed, refusal = _ROLE_CHECKS[required]
+            if not principal.roles & allowed:
+                raise Forbidden(refusal)
 
     return authenticate
-
-
-# Role guards are coroutines: Litestar runs a plain function guard in a worker thread, on every request.
-async def requires_admin(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    if ADMIN not in connection.user.roles:
-        raise Forbidden("This needs the admin role.")
-
-
-async def requires_member(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    if not connection.user.roles & {ADMIN, MEMBER}:
-        raise Forbidden("This needs the member or admin role.")
 
 
 def mint_token(secret: str, tenant_id: str, user_id: str, roles: list[str], ttl_s: int, **claims: Any) -> str:

@@ -24,7 +24,8 @@ def process_app(settings: Settings) -> Litestar:
     once started, telemetry flushed at exit. A settings file that cannot be used raises
     :class:`~service.config.SettingsError` (the telemetry set up for it is shut down first)."""
     telemetry = setup_telemetry(telemetry_options(settings))
-    configure_logging(telemetry, settings.telemetry.log_level, settings.telemetry.log_format)
+    logs = settings.telemetry
+    configure_logging(telemetry, logs.log_level, logs.log_format, logs.access_log)
     try:
         app = create_app(settings, telemetry=telemetry)
     except BaseException:

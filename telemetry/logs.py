@@ -22,10 +22,19 @@ from opentelemetry.sdk._logs import LoggerProvider
 from telemetry.context import current_request
 from telemetry.setup import Telemetry
 
-__all__ = ["JsonFormatter", "OpenTelemetryHandler", "RequestContextFilter", "TextFormatter", "configure_logging"]
+__all__ = [
+    "ACCESS_LOGGER",
+    "AccessLogPath",
+    "JsonFormatter",
+    "OpenTelemetryHandler",
+    "RequestContextFilter",
+    "TextFormatter",
+    "configure_logging",
+]
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=`` and is logged as a field.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+ACCESS_LOGGER = "ragwatch.access"
 _encode = msgspec.json.Encoder(enc_hook=str).encode  # anything unusual in ``extra=`` is logged as text
 
 
@@ -146,20 +155,40 @@ class OpenTelemetryHandler(logging.Handler):
             self.handleError(record)
 
 
-def configure_logging(telemetry: Telemetry, level: str, log_format: Literal["json", "text"]) -> None:
-    """Route the root logger to stdout (and to OTLP when the SDK exports logs); replaces earlier handlers."""
+AccessLogPath = Literal["auto", "stdout", "otlp", "off"]
+
+
+def configure_logging(
+    telemetry: Telemetry, level: str, log_format: Literal["json", "text"], access_log: AccessLogPath = "auto"
+) -> None:
+    """Route the root logger to stdout (and to OTLP when the SDK exports logs); replaces earlier handlers.
+
+    The access log (``ragwatch.access``, one record per request) takes one path, never two: over OTLP when
+    logs are exported (``auto``, the default), else as lines on stdout; ``stdout``, ``otlp`` or ``off`` choose.
+    Writing it both ways paid for every request twice and, with a collector also tailing stdout, stored it twice.
+    """
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
     stdout = logging.StreamHandler(sys.stdout)
     stdout.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     handlers: list[logging.Handler] = [stdout]
+    otlp: logging.Handler | None = None
     if isinstance(telemetry.logger_provider, LoggerProvider):
-        handlers.append(OpenTelemetryHandler(telemetry.logger_provider))
+        otlp = OpenTelemetryHandler(telemetry.logger_provider)
+        handlers.append(otlp)
     context_filter = RequestContextFilter()
     for handler in handlers:
         handler.addFilter(context_filter)
         root.addHandler(handler)
     root.setLevel(level)
+    access = logging.getLogger(ACCESS_LOGGER)
+    for handler in list(access.handlers):
+        access.removeHandler(handler)
+    access.propagate = False
+    exported = otlp is not None and "logs" in telemetry.otlp_signals
+    path = ("otlp" if exported else "stdout") if access_log == "auto" else access_log
+    access.disabled = path == "off" or (path == "otlp" and otlp is None)
+    access.addHandler(otlp if path == "otlp" and otlp is not None else stdout)
     for noisy in ("uvicorn.access",):  # ragwatch writes its own access log, with the trace id
         logging.getLogger(noisy).disabled = True

@@ -13,6 +13,11 @@ spans until its local root span ends; then the whole trace is handed to the expo
 It mirrors the collector's tail-sampling policy (``otel-collector.yaml``), which stays for decisions across
 replicas; ``RAGWATCH_TRACE_SAMPLE_SHARE=1`` keeps every trace. What is kept and dropped, by reason, is
 counted in ``rag.traces.sampled``.
+
+Log records follow their trace (:meth:`TraceSampler.following_logs`): an INFO or DEBUG record written inside
+a recorded trace (the access log's, above all) is exported with that trace or not at all, so the records that
+leave the process are those that lead somewhere, and the rest cost no encoding. Warnings and errors, and
+records outside any trace, are always exported.
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
+from opentelemetry._logs import SeverityNumber
 from opentelemetry.context import Context
 from opentelemetry.metrics import Counter
+from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
 from opentelemetry.sdk.metrics import ExemplarFilter
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import StatusCode, get_current_span
@@ -44,6 +51,8 @@ class TraceSampler(SpanProcessor):
         self._slow_ns = int(slow_s * 1e9)
         self._threshold = int(share * _ID_SPACE)
         self._pending: OrderedDict[int, list[ReadableSpan]] = OrderedDict()
+        self._pending_logs: OrderedDict[int, list[ReadWriteLogRecord]] = OrderedDict()
+        self._logs: LogRecordProcessor | None = None
         self._decided: OrderedDict[int, bool] = OrderedDict()
         self._lock = threading.Lock()
         for decision, reasons in (("kept", ("error", "slow", "parent", "probe", "share")), ("dropped", ("share",))):
@@ -60,8 +69,10 @@ class TraceSampler(SpanProcessor):
             if decided is None and not _is_local_root(span):
                 self._hold(trace_id, span)
                 return
+            records: list[ReadWriteLogRecord] = []
             if decided is None:
                 spans = [*self._pending.pop(trace_id, []), span]
+                records = self._pending_logs.pop(trace_id, [])
                 decided = self._decide(span, spans)
                 self._remember(trace_id, decided)
             else:
@@ -69,15 +80,52 @@ class TraceSampler(SpanProcessor):
         if decided:
             for held in spans:
                 self._exporting.on_end(held)
+            self._release(records)
+
+    def following_logs(self, exporting: LogRecordProcessor) -> LogRecordProcessor:
+        """A log record processor in front of ``exporting`` that holds each INFO or DEBUG record of a recorded
+        trace until the trace is decided, then passes it on only if the trace is kept."""
+        self._logs = exporting
+        return _FollowingTheTrace(self, exporting)
+
+    def on_log(self, record: ReadWriteLogRecord) -> None:
+        trace_id, flags = record.log_record.trace_id, record.log_record.trace_flags
+        if not trace_id or flags is None or not flags.sampled or _at_least_a_warning(record):
+            self._release([record])
+            return
+        overflow: list[ReadWriteLogRecord] = []
+        with self._lock:
+            decided = self._decided.get(trace_id)
+            if decided is None:
+                self._pending_logs.setdefault(trace_id, []).append(record)
+                if len(self._pending_logs) > MAX_PENDING_TRACES:
+                    overflow = self._pending_logs.popitem(last=False)[1]
+        if decided is None:
+            self._release(overflow)  # a trace that never ends: its records leave undecided rather than never
+        elif decided:
+            self._release([record])
+
+    def _release(self, records: list[ReadWriteLogRecord]) -> None:
+        if self._logs is not None:
+            for record in records:
+                self._logs.on_emit(record)
+
+    def _release_pending_logs(self) -> None:
+        with self._lock:
+            held = [record for records in self._pending_logs.values() for record in records]
+            self._pending_logs.clear()
+        self._release(held)
 
     def _hold(self, trace_id: int, span: ReadableSpan) -> None:
         self._pending.setdefault(trace_id, []).append(span)
         if len(self._pending) > MAX_PENDING_TRACES:  # a root that never ends must not hold memory forever
             oldest, spans = self._pending.popitem(last=False)
             self._remember(oldest, kept := self._decide(spans[-1], spans))
+            records = self._pending_logs.pop(oldest, [])
             if kept:
                 for held in spans:
                     self._exporting.on_end(held)
+                self._release(records)
 
     def _remember(self, trace_id: int, kept: bool) -> None:
         self._decided[trace_id] = kept
@@ -111,6 +159,22 @@ class TraceSampler(SpanProcessor):
         return self._exporting.force_flush(timeout_millis)
 
 
+class _FollowingTheTrace(LogRecordProcessor):
+    def __init__(self, sampler: TraceSampler, exporting: LogRecordProcessor) -> None:
+        self._sampler = sampler
+        self._exporting = exporting
+
+    def on_emit(self, log_record: ReadWriteLogRecord) -> None:
+        self._sampler.on_log(log_record)
+
+    def shutdown(self) -> None:
+        self._sampler._release_pending_logs()  # traces that will never end now: their records leave undecided
+        self._exporting.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self._exporting.force_flush(timeout_millis)
+
+
 def in_share(trace_id: int, share: float) -> bool:
     """Whether a trace is among the ``share`` kept of ordinary traces. The low 64 bits of a W3C trace id are
     random, so the same traces are chosen wherever this is decided: in every replica, and at record time."""
@@ -133,6 +197,11 @@ class KeptTraceExemplars(ExemplarFilter):
             return True
         status = (attributes or {}).get("http.response.status_code", (attributes or {}).get("status"))
         return str(status).startswith("5")
+
+
+def _at_least_a_warning(record: ReadWriteLogRecord) -> bool:
+    severity = record.log_record.severity_number
+    return severity is not None and severity.value >= SeverityNumber.WARN.value
 
 
 def _is_local_root(span: ReadableSpan) -> bool:

@@ -13,13 +13,17 @@ Telemetry never becomes the service's failure: span and log queues are bounded (
 ``OTEL_BLRP_MAX_QUEUE_SIZE``, 2048 by default; items beyond them are dropped, oldest first), each export gives
 up after ``OTEL_EXPORTER_OTLP_TIMEOUT`` seconds (5 by default) counting what it could not deliver in
 ``rag.telemetry.export_failures``, and :meth:`Telemetry.shutdown` returns within its deadline whatever the
-collector does.
+collector does. Nor its latency: metrics are aggregated once for ``/metrics`` and OTLP
+(:mod:`telemetry.metric_reader`), traces and their informational log records are sampled before they are
+encoded (:mod:`telemetry.sampling`), exports go in small batches, and the GIL changes hands sooner
+(:func:`_hand_the_gil_over_sooner`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 import uuid
@@ -29,30 +33,20 @@ from dataclasses import dataclass, field
 from opentelemetry import metrics, trace
 from opentelemetry._logs import Logger, NoOpLoggerProvider
 from opentelemetry._logs import LoggerProvider as ApiLoggerProvider
-from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogs
-from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcMetrics
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpans
-from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpLogs
-from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetrics
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpans
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
-from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from prometheus_client import CollectorRegistry
 
-from telemetry.exporters import (
-    CountingLogExporter,
-    CountingMetricExporter,
-    CountingSpanExporter,
-    FailureCounter,
-    WithoutTelemetryDiagnostics,
-)
+from telemetry.exporters import FailureCounter, WithoutTelemetryDiagnostics
 from telemetry.instruments import Instruments
+from telemetry.metric_reader import ScrapedAndPushedReader, exports_cumulative
+from telemetry.otlp_exporters import SIGNALS, OtlpExporters, export_interval_s, otlp_exporters
 from telemetry.quality import QualityInstruments
 from telemetry.sampling import KeptTraceExemplars, TraceSampler
 
@@ -60,9 +54,10 @@ __all__ = ["Telemetry", "TelemetryOptions", "disabled_telemetry", "setup_telemet
 
 logger = logging.getLogger("ragwatch.telemetry")
 SCOPE = "ragwatch"
-SIGNALS = ("traces", "metrics", "logs")
-DEFAULT_EXPORT_TIMEOUT_S = 5.0
-"""Seconds an OTLP export may take, retries included, unless ``OTEL_EXPORTER_OTLP_TIMEOUT`` says otherwise."""
+EXPORT_BATCH_SIZE = 64
+"""Spans or log records per OTLP export (the SDK's default is 512): short encodings rather than long bursts."""
+DEFAULT_SWITCH_INTERVAL_S = 0.005
+EXPORT_SWITCH_INTERVAL_S = 0.0005
 
 
 @dataclass(frozen=True)
@@ -188,15 +183,12 @@ def setup_telemetry(options: TelemetryOptions, environ: Mapping[str, str] = os.e
     os.environ.setdefault("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "true")
     resource = _resource(options.service_version)
     failures = FailureCounter()
-    otlp = _otlp_exporters(environ, failures)
+    otlp = otlp_exporters(environ, failures)
+    if otlp.signals:
+        _hand_the_gil_over_sooner()
 
-    readers: list[MetricReader] = list(options.extra_metric_readers)
     registry = CollectorRegistry() if options.metrics_enabled else None
-    if registry is not None:
-        readers.append(PrometheusMetricReader(registry=registry))
-    if otlp.metrics is not None:
-        # The interval comes from OTEL_METRIC_EXPORT_INTERVAL (default 60 s).
-        readers.append(PeriodicExportingMetricReader(otlp.metrics, export_timeout_millis=otlp.timeout_s * 1000))
+    readers = [*options.extra_metric_readers, *_metric_readers(registry, otlp, environ)]
     # Exemplars only of traces that will be exported (telemetry.sampling), so each one leads to a trace.
     exemplars = KeptTraceExemplars(options.trace_sample_share if otlp.spans is not None else 1.0)
     meter_provider = MeterProvider(resource=resource, metric_readers=readers, exemplar_filter=exemplars)
@@ -208,22 +200,29 @@ def setup_telemetry(options: TelemetryOptions, environ: Mapping[str, str] = os.e
     # The sampler comes from OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG (default: parentbased_always_on);
     # the batch processors' delays, batch and queue sizes from OTEL_BSP_* and OTEL_BLRP_*.
     tracer_provider = TracerProvider(resource=resource)
+    sampler: TraceSampler | None = None
     for processor in options.extra_span_processors:
         tracer_provider.add_span_processor(processor)
     if otlp.spans is not None:
         # With the meter provider, the SDK counts what it drops (queue full) in otel.sdk.processor.span.processed.
-        exporting = BatchSpanProcessor(otlp.spans, meter_provider=meter_provider)
+        exporting = BatchSpanProcessor(
+            otlp.spans, meter_provider=meter_provider, max_export_batch_size=_batch_size(environ, "BSP")
+        )
         sampled = instruments.traces_sampled
         share, slow_s = options.trace_sample_share, options.trace_slow_s
-        tracer_provider.add_span_processor(TraceSampler(exporting, sampled, share=share, slow_s=slow_s))
+        sampler = TraceSampler(exporting, sampled, share=share, slow_s=slow_s)
+        tracer_provider.add_span_processor(sampler)
 
     logger_provider = LoggerProvider(resource=resource)
     for exporter in options.extra_log_exporters:
         logger_provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
     if otlp.logs is not None:
-        logger_provider.add_log_record_processor(
-            WithoutTelemetryDiagnostics(BatchLogRecordProcessor(otlp.logs, meter_provider=meter_provider))
+        exporting_logs: LogRecordProcessor = BatchLogRecordProcessor(
+            otlp.logs, meter_provider=meter_provider, max_export_batch_size=_batch_size(environ, "BLRP")
         )
+        if sampler is not None:  # INFO records of a trace leave with it or not at all (telemetry.sampling)
+            exporting_logs = sampler.following_logs(exporting_logs)
+        logger_provider.add_log_record_processor(WithoutTelemetryDiagnostics(exporting_logs))
     return Telemetry(
         enabled=True,
         tracer_provider=tracer_provider,
@@ -238,6 +237,45 @@ def setup_telemetry(options: TelemetryOptions, environ: Mapping[str, str] = os.e
     )
 
 
+def _hand_the_gil_over_sooner() -> None:
+    """Let the event loop take the GIL back from an exporting thread within 0.5 ms rather than CPython's 5 ms.
+
+    The batch processors and the metrics push encode protobuf in background threads. Every time the event loop
+    releases the GIL (each socket read or write) such a thread may take it and keep it for a whole switch
+    interval: with the default 5 ms, one export stalled the requests around it for tens of milliseconds. Measured
+    on cached chat at a fixed 165 req/s with every trace exported, the p99 went from 20 ms to 10 ms, and with
+    the smaller export batches (:data:`EXPORT_BATCH_SIZE`) to 7.8 ms; throughput did not change.
+    """
+    if sys.getswitchinterval() == DEFAULT_SWITCH_INTERVAL_S:  # unless the process chose its own
+        sys.setswitchinterval(EXPORT_SWITCH_INTERVAL_S)
+
+
+def _batch_size(environ: Mapping[str, str], processor: str) -> int | None:
+    """The spans or log records one export encodes at a time: ``OTEL_{BSP,BLRP}_MAX_EXPORT_BATCH_SIZE`` when
+    set (the SDK reads it), else :data:`EXPORT_BATCH_SIZE`, so that no single encoding runs long."""
+    return None if environ.get(f"OTEL_{processor}_MAX_EXPORT_BATCH_SIZE", "").strip() else EXPORT_BATCH_SIZE
+
+
+def _metric_readers(
+    registry: CollectorRegistry | None, otlp: OtlpExporters, environ: Mapping[str, str]
+) -> list[MetricReader]:
+    """``/metrics`` and OTLP from one reader when both are wanted (:mod:`telemetry.metric_reader`), so each
+    measurement is aggregated once; two readers only when the OTLP exporter asks for delta temporality."""
+    interval_s = export_interval_s(environ)
+    if registry is not None and otlp.metrics is not None and exports_cumulative(otlp.metrics):
+        return [ScrapedAndPushedReader(registry, otlp.metrics, interval_s=interval_s, timeout_s=otlp.timeout_s)]
+    readers: list[MetricReader] = []
+    if registry is not None:
+        readers.append(PrometheusMetricReader(registry=registry))
+    if otlp.metrics is not None:
+        readers.append(
+            PeriodicExportingMetricReader(
+                otlp.metrics, export_interval_millis=interval_s * 1000, export_timeout_millis=otlp.timeout_s * 1000
+            )
+        )
+    return readers
+
+
 def _resource(service_version: str) -> Resource:
     """Defaults, overridden by ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES``."""
     defaults = Resource(
@@ -249,84 +287,3 @@ def _resource(service_version: str) -> Resource:
         }
     )
     return defaults.merge(OTELResourceDetector().detect())
-
-
-@dataclass(frozen=True)
-class _OtlpExporters:
-    spans: SpanExporter | None
-    metrics: MetricExporter | None
-    logs: LogRecordExporter | None
-    timeout_s: float
-
-    @property
-    def signals(self) -> frozenset[str]:
-        built = {"traces": self.spans, "metrics": self.metrics, "logs": self.logs}
-        return frozenset(name for name, exporter in built.items() if exporter is not None)
-
-
-def _setting(environ: Mapping[str, str], signal: str, name: str) -> str | None:
-    """``OTEL_EXPORTER_OTLP_{SIGNAL}_{NAME}``, else ``OTEL_EXPORTER_OTLP_{NAME}``, else ``None``."""
-    for variable in (f"OTEL_EXPORTER_OTLP_{signal.upper()}_{name}", f"OTEL_EXPORTER_OTLP_{name}"):
-        value = environ.get(variable, "").strip()
-        if value:
-            return value
-    return None
-
-
-def _endpoint(environ: Mapping[str, str], signal: str, protocol: str) -> str | None:
-    """Where ``signal`` goes: its own endpoint as given, or the shared one (plus ``/v1/{signal}`` over HTTP)."""
-    own = environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT", "").strip()
-    if own:
-        return own
-    shared = environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
-    if not shared:
-        return None
-    return shared if protocol == "grpc" else f"{shared.removesuffix('/')}/v1/{signal}"
-
-
-def _timeout_s(environ: Mapping[str, str], signal: str) -> float:
-    """Seconds, as the Python exporters read ``OTEL_EXPORTER_OTLP_TIMEOUT`` (the default is shorter than theirs)."""
-    raw = _setting(environ, signal, "TIMEOUT")
-    try:
-        timeout = float(raw) if raw is not None else DEFAULT_EXPORT_TIMEOUT_S
-    except ValueError:
-        logger.warning("OTEL_EXPORTER_OTLP_TIMEOUT: %r is not seconds; using %s", raw, DEFAULT_EXPORT_TIMEOUT_S)
-        return DEFAULT_EXPORT_TIMEOUT_S
-    return timeout if timeout > 0 else DEFAULT_EXPORT_TIMEOUT_S
-
-
-def _protocol(environ: Mapping[str, str], signal: str) -> str:
-    protocol = (_setting(environ, signal, "PROTOCOL") or "http/protobuf").lower()
-    if protocol not in ("grpc", "http/protobuf"):
-        logger.warning("OTEL_EXPORTER_OTLP_PROTOCOL: %r is not supported; using http/protobuf", protocol)
-        return "http/protobuf"
-    return protocol
-
-
-def _otlp_exporters(environ: Mapping[str, str], failures: FailureCounter) -> _OtlpExporters:
-    """An exporter for each signal that has an endpoint, wrapped to count what it fails to deliver."""
-    built: dict[str, tuple[str, float]] = {}
-    grpc: dict[str, bool] = {}
-    for signal in SIGNALS:
-        protocol = _protocol(environ, signal)
-        endpoint = _endpoint(environ, signal, protocol)
-        if endpoint is not None:
-            built[signal] = (endpoint, _timeout_s(environ, signal))
-            grpc[signal] = protocol == "grpc"
-    spans: SpanExporter | None = None
-    metric_exporter: MetricExporter | None = None
-    logs: LogRecordExporter | None = None
-    if "traces" in built:
-        endpoint, timeout = built["traces"]
-        inner_spans = (GrpcSpans if grpc["traces"] else HttpSpans)(endpoint=endpoint, timeout=timeout)
-        spans = CountingSpanExporter(inner_spans, failures)
-    if "metrics" in built:
-        endpoint, timeout = built["metrics"]
-        inner_metrics = (GrpcMetrics if grpc["metrics"] else HttpMetrics)(endpoint=endpoint, timeout=timeout)
-        metric_exporter = CountingMetricExporter(inner_metrics, failures)
-    if "logs" in built:
-        endpoint, timeout = built["logs"]
-        inner_logs = (GrpcLogs if grpc["logs"] else HttpLogs)(endpoint=endpoint, timeout=timeout)
-        logs = CountingLogExporter(inner_logs, failures)
-    longest = max((timeout for _, timeout in built.values()), default=DEFAULT_EXPORT_TIMEOUT_S)
-    return _OtlpExporters(spans=spans, metrics=metric_exporter, logs=logs, timeout_s=longest)

@@ -14,7 +14,7 @@ from litestar.params import JSONBody
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from service.api.hooks import admit, require_json
-from service.auth import Principal, requires_member
+from service.auth import Principal
 from service.chat import AnswerDelta, AnswerDone, Chat
 from service.errors import RagwatchError, problem, problem_responses
 from service.models import ChatRequest, ChatResponse
@@ -27,7 +27,6 @@ _encode = msgspec.json.Encoder().encode
 @post(
     "/chat",
     status_code=200,
-    guards=[requires_member],
     before_request=require_json,
     tags=["chat"],
     summary="Answer a question from a knowledge base, with citations",

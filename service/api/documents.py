@@ -14,7 +14,7 @@ from litestar.params import FromPath
 from service.api.hooks import rate_limited
 from service.api.idempotency import IdempotencyKey, created
 from service.api.paging import Cursor, Limit
-from service.auth import Principal, requires_admin, requires_member
+from service.auth import ADMINS_ONLY, Principal
 from service.documents import Documents, FileSubmission, JsonSubmission, Submission
 from service.errors import BadRequest, UnsupportedMediaType, problem_responses
 from service.models import (
@@ -89,10 +89,10 @@ class IngestOperation(Operation):
 class DocumentController(Controller):
     path = "/knowledge-bases/{kb_id:str}/documents"
     tags = ["documents"]
-    guards = [requires_member]
 
     @post(
-        guards=[requires_admin, rate_limited("ingest")],
+        opt=ADMINS_ONLY,
+        guards=[rate_limited("ingest")],
         operation_class=IngestOperation,
         dependencies={"json_body_schema": Provide(_json_body_schema)},
         summary="Ingest a document; an existing id replaces it atomically",
@@ -129,9 +129,7 @@ class DocumentController(Controller):
     ) -> DocumentDetail:
         return await documents.get(principal, kb_id, document_id)
 
-    @delete(
-        "/{document_id:str}", guards=[requires_admin], summary="Delete a document and its chunks", responses=_ERRORS
-    )
+    @delete("/{document_id:str}", opt=ADMINS_ONLY, summary="Delete a document and its chunks", responses=_ERRORS)
     async def remove(
         self,
         kb_id: FromPath[str],

@@ -7,7 +7,7 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
 from service.api.hooks import require_json
-from service.auth import Principal, requires_member
+from service.auth import Principal
 from service.errors import problem_responses
 from service.models import FeedbackAccepted, FeedbackCreate
 from service.quality.feedback import FeedbackService
@@ -18,7 +18,6 @@ __all__ = ["feedback"]
 @post(
     "/feedback",
     status_code=201,
-    guards=[requires_member],
     before_request=require_json,
     tags=["quality"],
     summary="Rate an answer up or down (its `trace_id`), with an optional comment",

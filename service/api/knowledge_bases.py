@@ -9,7 +9,7 @@ from litestar.params import FromPath, JSONBody
 from service.api.hooks import require_json
 from service.api.idempotency import IdempotencyKey, created
 from service.api.paging import Cursor, Limit
-from service.auth import Principal, requires_admin, requires_member
+from service.auth import ADMINS_ONLY, Principal
 from service.errors import problem_responses
 from service.knowledge_bases import KnowledgeBases
 from service.models import KnowledgeBase, KnowledgeBaseCreate, KnowledgeBaseDetail, KnowledgeBasePage
@@ -23,10 +23,9 @@ _ERRORS = problem_responses(400, 401, 403, 404)
 class KnowledgeBaseController(Controller):
     path = "/knowledge-bases"
     tags = ["knowledge bases"]
-    guards = [requires_member]
 
     @post(
-        guards=[requires_admin],
+        opt=ADMINS_ONLY,
         before_request=require_json,
         summary="Create a knowledge base",
         responses=problem_responses(400, 401, 403, 409, 413, 415, 422, 503),
@@ -59,9 +58,7 @@ class KnowledgeBaseController(Controller):
     ) -> KnowledgeBaseDetail:
         return await knowledge_bases.detail(principal, kb_id)
 
-    @delete(
-        "/{kb_id:str}", guards=[requires_admin], summary="Delete a knowledge base and its documents", responses=_ERRORS
-    )
+    @delete("/{kb_id:str}", opt=ADMINS_ONLY, summary="Delete a knowledge base and its documents", responses=_ERRORS)
     async def remove(
         self,
         kb_id: FromPath[str],

@@ -7,7 +7,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
 from service.api.hooks import require_json
-from service.auth import Principal, requires_admin, requires_member
+from service.auth import ADMINS_ONLY, Principal
 from service.errors import problem_responses
 from service.models import Probe, ProbeCreate, ProbeList
 from service.quality.probes import Probes
@@ -20,10 +20,9 @@ _ERRORS = problem_responses(400, 401, 403, 404, 503)
 class ProbeController(Controller):
     path = "/knowledge-bases/{kb_id:str}/probes"
     tags = ["quality"]
-    guards = [requires_member]
 
     @post(
-        guards=[requires_admin],
+        opt=ADMINS_ONLY,
         before_request=require_json,
         summary="Add a golden-question probe: a question, and the document or text its answer must hold",
         responses=problem_responses(400, 401, 403, 404, 413, 415),
@@ -43,7 +42,7 @@ class ProbeController(Controller):
     ) -> ProbeList:
         return await probes.list_all(principal, kb_id)
 
-    @delete("/{probe_id:str}", guards=[requires_admin], summary="Remove a probe", responses=_ERRORS)
+    @delete("/{probe_id:str}", opt=ADMINS_ONLY, summary="Remove a probe", responses=_ERRORS)
     async def remove(
         self,
         kb_id: FromPath[str],

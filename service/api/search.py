@@ -7,7 +7,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
 from service.api.hooks import rate_limited, require_json
-from service.auth import Principal, requires_member
+from service.auth import Principal
 from service.errors import problem_responses
 from service.models import SearchRequest, SearchResults
 from service.search import Search
@@ -18,7 +18,7 @@ __all__ = ["search"]
 @post(
     "/knowledge-bases/{kb_id:str}/search",
     status_code=200,
-    guards=[requires_member, rate_limited("search")],
+    guards=[rate_limited("search")],
     before_request=require_json,
     tags=["search"],
     summary="The passages of a knowledge base that match a query, best first (no answer)",

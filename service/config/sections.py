@@ -254,6 +254,9 @@ class TelemetrySettings(msgspec.Struct, frozen=True, rename=variables("RAGWATCH_
     """Lowest level logged."""
     log_format: Literal["json", "text"] = "json"
     """``json``: one JSON object per line; ``text``: a readable line for local use."""
+    access_log: Literal["auto", "stdout", "otlp", "off"] = "auto"
+    """Where the one access-log record per request goes: ``auto`` over OTLP when logs are exported, else to
+    stdout; ``stdout``, ``otlp`` or ``off`` choose. It never takes two paths."""
     capture_content: bool = False
     """Record questions and answers on GenAI spans (they may hold personal data)."""
     llm_prices_file: str | None = None

@@ -28,6 +28,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import RSAAlgorithm
 
+from service.app import create_app
+from service.auth import ADMIN, MEMBER, ROLE
 from tests.conftest import ClientFactory
 from tests.support import JWT_SECRET, LiveServer, assert_problem, free_port, live_server, make_settings
 
@@ -568,3 +570,30 @@ def test_subjects_from_identity_providers_are_accepted_as_user_ids(server: LiveS
 @pytest.mark.parametrize("subject", ["", "line\nbreak", "x" * 257])
 def test_empty_control_character_or_overlong_subjects_are_refused(server: LiveServer, subject: str) -> None:
     assert_unauthenticated(list_kbs(server, bearer(hs256(claims(sub=subject)))))
+
+
+ADMIN_OPERATIONS = {
+    ("POST", "/v1/knowledge-bases"),
+    ("DELETE", "/v1/knowledge-bases/{kb_id}"),
+    ("POST", "/v1/knowledge-bases/{kb_id}/documents"),
+    ("DELETE", "/v1/knowledge-bases/{kb_id}/documents/{document_id}"),
+    ("POST", "/v1/knowledge-bases/{kb_id}/reindex"),
+    ("POST", "/v1/knowledge-bases/{kb_id}/probes"),
+    ("DELETE", "/v1/knowledge-bases/{kb_id}/probes/{probe_id}"),
+}
+
+
+def test_every_v1_route_needs_a_role_and_exactly_the_admin_operations_need_admin(tmp_path: Path) -> None:
+    """The permission matrix, read from the app's routing table: a route added later gets the member role
+    from the router unless it says otherwise, never no check at all."""
+    app = create_app(make_settings(tmp_path))
+    needs: dict[tuple[str, str], str] = {}
+    for route in app.routes:
+        if not route.path.startswith("/v1"):
+            continue
+        for handler in route.route_handlers:
+            for method in getattr(handler, "http_methods", ()):
+                needs[(method, route.path.replace(":str", ""))] = handler.opt.get(ROLE, "nothing")
+
+    assert set(needs.values()) == {MEMBER, ADMIN}
+    assert {operation for operation, role in needs.items() if role == ADMIN} == ADMIN_OPERATIONS

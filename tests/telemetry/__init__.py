@@ -211,13 +211,21 @@ def sse_events(body: str) -> list[tuple[str, str]]:
 
 @contextmanager
 def logging_restored() -> Iterator[None]:
-    """Puts back the root logger's handlers and level, and the loggers ``configure_logging`` silences."""
+    """Puts back the root logger's handlers and level, the access logger's, and the loggers
+    ``configure_logging`` silences."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
-    silenced = {name: logging.getLogger(name).disabled for name in ("uvicorn.access",)}
+    silenced = {name: logging.getLogger(name).disabled for name in ("uvicorn.access", "ragwatch.access")}
+    access = logging.getLogger("ragwatch.access")
+    access_handlers, access_propagates = list(access.handlers), access.propagate
     try:
         yield
     finally:
+        for handler in list(access.handlers):
+            access.removeHandler(handler)
+        for handler in access_handlers:
+            access.addHandler(handler)
+        access.propagate = access_propagates
         for handler in list(root.handlers):
             root.removeHandler(handler)
             if handler not in handlers:

@@ -1,11 +1,12 @@
 """Logs lead to traces: each request writes one access-log record that carries its trace and span ids and the
-request's context, as a JSON line on stdout and as an OpenTelemetry log record.
+request's context, by one path: an OpenTelemetry log record when logs are exported, else a JSON line on stdout.
 
 ``configure_logging`` replaces the root logger's handlers; the ``restore_logging`` fixture puts them back.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 from opentelemetry._logs import LogRecord, SeverityNumber
 
-from telemetry.logs import configure_logging
+from telemetry.logs import ACCESS_LOGGER, AccessLogPath, OpenTelemetryHandler, configure_logging
 from tests.fake_openai import FakeOpenAI, fake_openai, openai_env
 from tests.support import token
 from tests.telemetry import QUESTION, Recorder, Serve, attributes, hex_span_id, kb_with_handbook, sse_events
@@ -80,14 +81,17 @@ def test_a_chat_request_writes_one_json_access_line_that_leads_to_its_trace(
     assert QUESTION not in json.dumps(line)  # its length, never its text
 
 
-def test_a_chat_request_emits_one_opentelemetry_access_record_in_its_trace(recorder: Recorder, serve: Serve) -> None:
-    configure_logging(recorder.telemetry, "INFO", "json")
+def test_a_chat_request_emits_one_opentelemetry_access_record_in_its_trace_and_no_line(
+    recorder: Recorder, serve: Serve, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configure_logging(recorder.telemetry, "INFO", "json", access_log="otlp")
     with serve(recorder) as (_, client):
         kb_id = kb_with_handbook(client)
         reply = client.post("/v1/chat", json={"kb_id": kb_id, "question": QUESTION})
         trace = recorder.trace(reply.json()["trace_id"])
 
     assert reply.status_code == 200, reply.text
+    assert _access_lines(_json_lines(capsys.readouterr().out), trace.trace_id) == []  # one path, not two
     [record] = _access_records(recorder, trace.trace_id)
     assert record.body == "POST /v1/chat 200"
     assert trace.server.context is not None
@@ -147,8 +151,21 @@ def test_a_refused_request_is_logged_with_its_trace_and_status_but_no_caller(
     assert line["route"] == "/v1/chat"
     assert "tenant_id" not in line
     assert "user_id" not in line
-    [record] = _access_records(recorder, trace.trace_id)
-    assert dict(record.attributes or {})["http.response.status_code"] == 401
+    assert _access_records(recorder, trace.trace_id) == []  # logs are not exported: the line is the record
+
+
+@pytest.mark.parametrize(
+    ("exported", "setting", "path"),
+    [(True, "auto", "otlp"), (False, "auto", "stdout"), (True, "stdout", "stdout"), (True, "off", "off")],
+)
+def test_the_access_log_takes_one_path(recorder: Recorder, exported: bool, setting: AccessLogPath, path: str) -> None:
+    telemetry = dataclasses.replace(recorder.telemetry, otlp_signals=frozenset({"logs"} if exported else ()))
+    configure_logging(telemetry, "INFO", "json", access_log=setting)
+    access = logging.getLogger(ACCESS_LOGGER)
+    assert access.disabled == (path == "off")
+    assert not access.propagate
+    [handler] = access.handlers
+    assert isinstance(handler, OpenTelemetryHandler if path == "otlp" else logging.StreamHandler)
 
 
 def test_the_text_format_writes_one_readable_line_per_request(

@@ -8,7 +8,10 @@ from collections.abc import Sequence
 
 import pytest
 from opentelemetry import trace
+from opentelemetry._logs import LogRecord, SeverityNumber
 from opentelemetry.context import Context
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -30,16 +33,27 @@ class Pipeline:
         provider = TracerProvider()
         provider.add_span_processor(sampler)
         self.tracer = provider.get_tracer("test")
+        self.logged = InMemoryLogRecordExporter()
+        self.log_provider = LoggerProvider()
+        self.log_provider.add_log_record_processor(sampler.following_logs(SimpleLogRecordProcessor(self.logged)))
+        self.logger = self.log_provider.get_logger("ragwatch.access")
 
-    def request(self, *, error: bool = False, sleep_s: float = 0.0, parent: trace.Span | None = None) -> int:
-        """A server span with one child, like a request; its trace id."""
+    def request(
+        self, *, error: bool = False, sleep_s: float = 0.0, parent: trace.Span | None = None, warn: bool = False
+    ) -> int:
+        """A server span with one child, like a request, and its access-log record; its trace id."""
         context = trace.set_span_in_context(parent) if parent is not None else None
         with self.tracer.start_as_current_span("POST /v1/chat", context=context) as root:
             with self.tracer.start_as_current_span("rag.retrieve") as child:
                 if error:
                     child.set_status(Status(StatusCode.ERROR))
             time.sleep(sleep_s)
+            severity = SeverityNumber.WARN if warn else SeverityNumber.INFO
+            self.logger.emit(LogRecord(body="POST /v1/chat 200", severity_number=severity))
         return root.get_span_context().trace_id
+
+    def logged_traces(self) -> list[int]:
+        return [record.log_record.trace_id or 0 for record in self.logged.get_finished_logs()]
 
     def traces(self) -> dict[int, Sequence[ReadableSpan]]:
         found: dict[int, list[ReadableSpan]] = {}
@@ -165,3 +179,37 @@ def test_exemplars_are_kept_only_for_traces_that_will_be_exported() -> None:
     assert exemplars.should_sample(0.01, 0, {"http.response.status_code": 503}, _context(outside))
     assert not exemplars.should_sample(0.01, 0, {"status": "200"}, _context(in_the_share, sampled=False))
     assert not exemplars.should_sample(0.01, 0, {}, Context())  # no span: nothing to lead to
+
+
+def test_an_info_record_leaves_with_its_trace_or_not_at_all() -> None:
+    pipeline = Pipeline(share=0.0)
+    errors = [pipeline.request(error=True) for _ in range(5)]
+    ordinary = [pipeline.request() for _ in range(50)]
+
+    assert sorted(pipeline.logged_traces()) == sorted(errors)  # every kept trace's record; none of the others
+    assert not set(ordinary) & set(pipeline.logged_traces())
+
+
+def test_with_every_trace_kept_every_record_leaves() -> None:
+    pipeline = Pipeline(share=1.0)
+    requests = [pipeline.request() for _ in range(30)]
+
+    assert sorted(pipeline.logged_traces()) == sorted(requests)
+
+
+def test_warnings_and_records_outside_any_trace_always_leave() -> None:
+    pipeline = Pipeline(share=0.0)
+    warned = pipeline.request(warn=True)
+    pipeline.logger.emit(LogRecord(body="started", severity_number=SeverityNumber.INFO))
+
+    assert pipeline.logged_traces() == [warned, 0]
+
+
+def test_records_of_traces_still_open_at_shutdown_leave_undecided() -> None:
+    pipeline = Pipeline(share=0.0)
+    with pipeline.tracer.start_as_current_span("POST /v1/chat") as root:
+        pipeline.logger.emit(LogRecord(body="POST /v1/chat 200", severity_number=SeverityNumber.INFO))
+        assert pipeline.logged_traces() == []  # held until the trace is decided
+        pipeline.log_provider.shutdown()
+
+    assert pipeline.logged_traces() == [root.get_span_context().trace_id]
