@@ -11,12 +11,15 @@ Variants (each its own warm process on the server core):
 ``cached_full``           the same with every trace exported (``RAGWATCH_TRACE_SAMPLE_SHARE=1``)
 ``uncached_off``          ``ragwatch serve`` with all three caches off: embed, hybrid search, extractive answer
 ``uncached_on``           the same with telemetry on, default sampling
+``guide``                 the guide's own stack answering the same cached chat from the same Redis
+                          (:mod:`bench.guide_stack`: FastAPI, python-jose, slowapi, aiocache,
+                          prometheus-fastapi-instrumentator, structlog; untraced)
 ========================  ====================================================================================
 
 *Telemetry on*: every span recorded (``OTEL_TRACES_SAMPLER=always_on``), traces (as the in-process sampler
 keeps them), metrics and logs exported over OTLP/HTTP to the sink, the access log record of every request
-(JSON on stdout, to a file, and over OTLP), and ``/metrics`` scraped every second while the variant is under
-load. *Off* is only
+(over OTLP, following its trace's sampling decision), and ``/metrics`` scraped every second while the variant is
+under load. *Off* is only
 ``OTEL_SDK_DISABLED=true``; the JSON access log on stdout is not OpenTelemetry and stays as in production.
 
 Every ragwatch variant authenticates a JWT and runs the Redis rate limiter on each chat (limits set so high
@@ -131,6 +134,13 @@ class Fleet:
             "cached_full": ragwatch_server("cached_full", self.work, {**common, **on, **EVERY_TRACE}),
             "uncached_off": ragwatch_server("uncached_off", self.work, {**common, **off, **CACHES_OFF}),
             "uncached_on": ragwatch_server("uncached_on", self.work, {**common, **on, **CACHES_OFF}),
+            "guide": uvicorn_server(
+                "guide",
+                "bench.guide_stack:app",
+                self.work,
+                {"GUIDE_REDIS_URL": self.redis.url, "GUIDE_JWT_SECRET": JWT_SECRET, "GUIDE_LIMIT": HUGE},
+                ready_path="/health/live",
+            ),
         }
         # The first ragwatch process creates the LanceDB tables; the others open them once it is ready.
         self.servers["cached_off"].start().wait_ready()
@@ -237,6 +247,7 @@ class Fleet:
             "cached_full": cached,
             "uncached_off": uncached,
             "uncached_on": uncached,
+            "guide": cached,
         }
 
     def _warm_cache(self) -> None:
@@ -258,9 +269,9 @@ class Fleet:
                     request.path, content=request.bodies[0], headers={"Content-Type": "application/json"}
                 )
                 again.raise_for_status()
-                cached = bool(again.json()["cached"])
-                if cached != name.startswith("cached"):
-                    raise RuntimeError(f"{name}: expected cached={name.startswith('cached')}, got {cached}")
+                cached, expected = bool(again.json()["cached"]), name.startswith("cached") or name == "guide"
+                if cached != expected:
+                    raise RuntimeError(f"{name}: expected cached={expected}, got {cached}")
                 if not again.json()["citations"]:
                     raise RuntimeError(f"{name}: the answer cites nothing: {again.text[:300]}")
 

@@ -176,12 +176,12 @@ class Server:
             self.process.wait()
 
 
-def uvicorn_server(name: str, app: str, work: Path) -> Server:
-    """``uvicorn bench.apps:<app>`` with uvloop and httptools when they are installed."""
+def uvicorn_server(name: str, app: str, work: Path, env: dict[str, str] | None = None, ready_path: str = "/") -> Server:
+    """``uvicorn <module>:<app>`` with uvloop and httptools when they are installed."""
     port = free_port()
     argv = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
     argv += ["--no-access-log", "--log-level", "warning", "--loop", "auto", "--http", "auto"]
-    return Server(name, argv, dict(os.environ), port, work / f"{name}.log", ready_path="/")
+    return Server(name, argv, {**os.environ, **(env or {})}, port, work / f"{name}.log", ready_path=ready_path)
 
 
 def ragwatch_server(name: str, work: Path, env: dict[str, str]) -> Server:

@@ -161,13 +161,14 @@ def chart(path: Path, figures: list[Figure], targets: list[Target], details: dic
     throughput = details.get("throughput_medians", {})
     names = [
         n
-        for n in ("raw", "litestar", "cached_off", "cached_on", "cached_full", "uncached_off", "uncached_on")
+        for n in ("raw", "litestar", "guide", "cached_off", "cached_on", "cached_full", "uncached_off", "uncached_on")
         if n in throughput
     ]
     values = [throughput[n] for n in names]
     pretty = {
         "raw": "raw ASGI",
         "litestar": "bare Litestar",
+        "guide": "guide's stack (FastAPI...)",
         "cached_off": "cached chat, telemetry off",
         "cached_on": "cached chat, telemetry on",
         "cached_full": "cached chat, every trace",
@@ -175,7 +176,7 @@ def chart(path: Path, figures: list[Figure], targets: list[Target], details: dic
         "uncached_on": "uncached chat, telemetry on",
     }
     ax = axes[0]
-    palette = {"raw": "#9aa5b1", "litestar": "#9aa5b1", "cached_full": "#e45756"}
+    palette = {"raw": "#9aa5b1", "litestar": "#9aa5b1", "guide": "#b279a2", "cached_full": "#e45756"}
     colors = [palette.get(n, "#f58518" if n.endswith("_on") else "#4c78a8") for n in names]
     ax.barh([pretty[n] for n in names][::-1], values[::-1], color=colors[::-1])
     ax.set_xscale("log")

@@ -203,8 +203,10 @@ def http_phases(prof: Profile, work: Path, results: dict[str, Any]) -> None:
         results["implementations"] = fleet.implementations()
         fleet.record_rss("ready")
 
-        print("  throughput: raw, litestar, cached chat (telemetry off, on, every trace)", flush=True)
-        ceiling_variants = ["raw", "litestar", "cached_off", "cached_on", "cached_full"]
+        print(
+            "  throughput: raw, litestar, cached chat (telemetry off, on, every trace), the guide's stack", flush=True
+        )
+        ceiling_variants = ["raw", "litestar", "cached_off", "cached_on", "cached_full", "guide"]
         throughput = throughput_rounds(
             fleet, ceiling_variants, opts, work, concurrency=opts.concurrency, run_s=opts.run_s
         )
