@@ -55,7 +55,8 @@ def _chat(question: str = QUESTION, **fields: object) -> dict[str, object]:
 def test_a_chat_request_is_one_trace_of_authentication_retrieval_and_answer(recorder: Recorder, serve: Serve) -> None:
     with serve(recorder, **LOOKUP_EVERY_TIME) as (_, client):
         kb_id = kb_with_handbook(client)
-        reply = client.post("/v1/chat", json=_chat(kb_id=kb_id))
+        first_use = {"Authorization": f"Bearer {token('acme', 'alice', ('admin',), jti='first-use')}"}
+        reply = client.post("/v1/chat", json=_chat(kb_id=kb_id), headers=first_use)  # verified: a span of its own
 
     assert reply.status_code == 200, reply.text
     body = reply.json()
@@ -172,7 +173,7 @@ def test_a_cached_answer_is_a_trace_of_authentication_and_rate_limit_with_the_hi
     trace = recorder.trace(again.json()["trace_id"])
     assert trace.is_one_tree()
     # The answer was read in the rate limiter's round trip: the hit is on the server span, not a span of its own.
-    assert trace.child_names(trace.server) == ["authenticate", "rate_limit"]
+    assert trace.child_names(trace.server) == ["rate_limit"]  # the token was verified before: no span
     assert attributes(trace.server)["rag.cache.outcome"] == "hit"
     assert [span.name for span in trace.spans if span.name.startswith(("chat ", "embeddings "))] == []
 
@@ -187,7 +188,7 @@ def test_a_cached_answer_on_redis_is_one_span_per_round_trip_the_rate_limit_read
 
     assert again.json()["cached"] is True
     trace = recorder.trace(again.json()["trace_id"])
-    assert trace.child_names(trace.server) == ["authenticate", "rate_limit"]
+    assert trace.child_names(trace.server) == ["rate_limit"]  # the token was verified before: no span
     rate_limit = trace.named("rate_limit")
     assert trace.children(rate_limit) == []  # the EVALSHA is this span's own work, not a span of its own
     assert attributes(rate_limit) == {
@@ -222,7 +223,7 @@ def test_without_the_rate_limiter_a_cache_lookup_is_a_span_of_its_own(recorder: 
         again = client.post("/v1/chat", json=_chat(kb_id=kb_id))
 
     trace = recorder.trace(again.json()["trace_id"])
-    assert trace.child_names(trace.server) == ["authenticate", "cache.get"]
+    assert trace.child_names(trace.server) == ["cache.get"]
     assert attributes(trace.named("cache.get")) == {"rag.cache.name": "answers", "rag.cache.outcome": "hit"}
 
 
@@ -359,13 +360,7 @@ def test_an_llm_provider_error_is_an_error_chat_span_a_502_server_span_and_a_cou
     assert server.status.status_code is StatusCode.ERROR  # a 5xx is the server's failure
     assert attributes(server)["http.response.status_code"] == 502
     assert attributes(server)["error.type"] == "502"
-    assert trace.child_names(server) == [
-        "authenticate",
-        "rate_limit",
-        "select knowledge_bases",
-        "rag.retrieve",
-        "chat gpt-4o-mini",
-    ]
+    assert trace.child_names(server) == ["rate_limit", "select knowledge_bases", "rag.retrieve", "chat gpt-4o-mini"]
     assert trace.named("rag.retrieve").status.status_code is StatusCode.UNSET  # retrieval itself went fine
 
     answer = trace.named("chat gpt-4o-mini")
@@ -478,7 +473,6 @@ def test_ingesting_a_document_traces_parsing_chunking_embedding_and_writing(reco
     assert server.name == "POST /v1/knowledge-bases/{kb_id}/documents"
     assert attributes(server)["rag.kb.id"] == kb_id
     assert trace.child_names(server) == [
-        "authenticate",
         "rate_limit",
         "ingest.parse",
         "select knowledge_bases",
@@ -687,7 +681,7 @@ def test_a_rate_limited_request_is_one_trace_that_stops_at_the_refused_rate_limi
     trace = recorder.trace_of(refused)
     assert trace.is_one_tree()
     assert attributes(trace.server)["http.response.status_code"] == 429
-    assert trace.child_names(trace.server) == ["authenticate", "rate_limit"]  # no retrieval, no LLM call
+    assert trace.child_names(trace.server) == ["rate_limit"]  # no retrieval, no LLM call
     rate_limit = trace.named("rate_limit")
     assert attributes(rate_limit) == {"rag.ratelimit.action": "chat", "rag.ratelimit.outcome": "refused"}
     assert recorder.counter("rag.ratelimit.decisions", action="chat", outcome="refused") == 1
@@ -752,3 +746,16 @@ def test_the_answer_span_carries_the_max_tokens_and_temperature_really_sent(
     ]
     assert scores
     assert all(attributes_of["gen_ai.response.id"] == "chatcmpl-fake" for attributes_of in scores if attributes_of)
+
+
+def test_a_token_is_verified_in_an_authenticate_span_once_then_recognised_without_one(
+    recorder: Recorder, serve: Serve
+) -> None:
+    fresh = {"Authorization": f"Bearer {token('acme', 'alice', ('admin',), jti='fresh')}"}
+    with serve(recorder) as (_, client):
+        first = client.get("/v1/knowledge-bases", headers=fresh)
+        second = client.get("/v1/knowledge-bases", headers=fresh)
+
+    assert recorder.trace_of(first).child_names(recorder.trace_of(first).server) == ["authenticate"]
+    assert recorder.trace_of(second).child_names(recorder.trace_of(second).server) == []  # a lookup in memory
+    assert attributes(recorder.trace_of(second).server)["rag.tenant.id"] == "acme"
