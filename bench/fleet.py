@@ -212,14 +212,17 @@ class Fleet:
             started = time.perf_counter()
             db = await lancedb.connect_async(str(self.work / "data" / "lancedb"))
             table = await db.open_table("chunks")
-            for attempt in range(5):
+            # Every ragwatch variant folds new rows in the background too, and eight of them may commit just
+            # before this does: LanceDB then refuses it as a (retryable) conflict, so it tries again for a while.
+            attempts = 30
+            for attempt in range(attempts):
                 try:
                     await table.optimize()
                     break
-                except Exception:  # a concurrent maintenance commit of the server: try again
-                    if attempt == 4:
+                except Exception:  # a concurrent maintenance commit of a server: try again
+                    if attempt == attempts - 1:
                         raise
-                    await asyncio.sleep(1)
+                    await asyncio.sleep(1 + attempt % 3)
             for _ in range(100):
                 stats = await table.index_stats("text_idx")
                 if stats is None or stats.num_unindexed_rows == 0:
