@@ -15,9 +15,10 @@ replicas; ``RAGWATCH_TRACE_SAMPLE_SHARE=1`` keeps every trace. What is kept and 
 counted in ``rag.traces.sampled``.
 
 Log records follow their trace (:meth:`TraceSampler.following_logs`): an INFO or DEBUG record written inside
-a recorded trace (the access log's, above all) is exported with that trace or not at all, so the records that
-leave the process are those that lead somewhere, and the rest cost no encoding. Warnings and errors, and
-records outside any trace, are always exported.
+a trace this process records (the access log's, above all) is exported with that trace or not at all, so the
+records that leave the process are those that lead somewhere, and the rest cost no encoding. Warnings and
+errors, records outside any trace and records about another trace (user feedback on an earlier answer) are
+always exported.
 """
 
 from __future__ import annotations
@@ -89,8 +90,8 @@ class TraceSampler(SpanProcessor):
         return _FollowingTheTrace(self, exporting)
 
     def on_log(self, record: ReadWriteLogRecord) -> None:
-        trace_id, flags = record.log_record.trace_id, record.log_record.trace_flags
-        if not trace_id or flags is None or not flags.sampled or _at_least_a_warning(record):
+        trace_id = record.log_record.trace_id
+        if not trace_id or _at_least_a_warning(record) or not _written_inside(trace_id):
             self._release([record])
             return
         overflow: list[ReadWriteLogRecord] = []
@@ -197,6 +198,14 @@ class KeptTraceExemplars(ExemplarFilter):
             return True
         status = (attributes or {}).get("http.response.status_code", (attributes or {}).get("status"))
         return str(status).startswith("5")
+
+
+def _written_inside(trace_id: int) -> bool:
+    """Whether the record is being written inside its own trace, by a span this process records (the records
+    processors see are emitted synchronously, in the writer's context). A record about another trace (the
+    feedback event on the rated answer's, long decided) is not that trace's to keep or drop."""
+    span = get_current_span()
+    return span.is_recording() and span.get_span_context().trace_id == trace_id
 
 
 def _at_least_a_warning(record: ReadWriteLogRecord) -> bool:

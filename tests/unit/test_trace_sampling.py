@@ -213,3 +213,18 @@ def test_records_of_traces_still_open_at_shutdown_leave_undecided() -> None:
         pipeline.log_provider.shutdown()
 
     assert pipeline.logged_traces() == [root.get_span_context().trace_id]
+
+
+def test_a_record_about_an_earlier_trace_leaves_whatever_that_trace_became() -> None:
+    """User feedback is emitted in the rated answer's trace context, from another request, long after that
+    trace was decided: it is not the answer's trace's to keep or drop."""
+    pipeline = Pipeline(share=0.0)
+    answered = pipeline.request()  # an ordinary trace: dropped
+    with pipeline.tracer.start_as_current_span("POST /v1/feedback") as feedback:
+        rated = trace.set_span_in_context(
+            NonRecordingSpan(SpanContext(answered, 1, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED)))
+        )
+        pipeline.logger.emit(LogRecord(body="ragwatch.feedback", context=rated, severity_number=SeverityNumber.INFO))
+
+    assert pipeline.logged_traces() == [answered]
+    assert feedback.get_span_context().trace_id not in pipeline.traces()  # the feedback request itself: dropped
