@@ -50,7 +50,6 @@ class TraceSampler(SpanProcessor):
         self._counter = counter
         self._share = share
         self._slow_ns = int(slow_s * 1e9)
-        self._threshold = int(share * _ID_SPACE)
         self._pending: OrderedDict[int, list[ReadableSpan]] = OrderedDict()
         self._pending_logs: OrderedDict[int, list[ReadWriteLogRecord]] = OrderedDict()
         self._logs: LogRecordProcessor | None = None
@@ -111,7 +110,8 @@ class TraceSampler(SpanProcessor):
             for record in records:
                 self._logs.on_emit(record)
 
-    def _release_pending_logs(self) -> None:
+    def release_pending_logs(self) -> None:
+        """Pass on every record still held: at shutdown their traces will never end, so they leave undecided."""
         with self._lock:
             held = [record for records in self._pending_logs.values() for record in records]
             self._pending_logs.clear()
@@ -169,7 +169,7 @@ class _FollowingTheTrace(LogRecordProcessor):
         self._sampler.on_log(log_record)
 
     def shutdown(self) -> None:
-        self._sampler._release_pending_logs()  # traces that will never end now: their records leave undecided
+        self._sampler.release_pending_logs()
         self._exporting.shutdown()
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
