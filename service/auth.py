@@ -3,13 +3,14 @@
 Tokens are verified with key objects loaded once at start, each bound to its algorithm (pyjwt's
 ``PyJWK``), so the ``alg`` a token announces can only pick among the keys we configured and never
 changes how a key is used: an HS256 token signed with our RSA public key, or ``alg: none``, is refused.
+A token longer than ``max_token_bytes`` is refused before anything else is done with it. Of the header, only
+``alg`` and ``kid`` are read (``kid`` only to pick among the issuer's keys, see :mod:`service.jwks`): a ``jku``,
+``x5u``, ``jwk`` or ``x5c`` a token carries is never fetched nor trusted, and an unknown ``crit`` is refused.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -23,7 +24,8 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
 from service.config import AuthSettings
-from service.errors import Forbidden, RagwatchError, Unauthorized
+from service.errors import Forbidden, Unauthorized
+from service.jwks import AuthUnavailable, JwksKeys, UnknownKey
 from service.models import ID_PATTERN
 from telemetry import Telemetry, stage, update_request
 
@@ -52,13 +54,6 @@ _SUBJECT = re.compile(r"[^\x00-\x1f\x7f]{1,256}")
 _HMAC = {"HS256", "HS384", "HS512"}
 _JWKS_TIMEOUT_S = 5.0
 _VERIFIED_TOKENS_KEPT = 10_000
-logger = logging.getLogger("ragwatch.auth")
-
-
-class AuthUnavailable(RagwatchError):
-    """The keys that verify tokens cannot be fetched (JWKS endpoint down or broken): not the caller's fault."""
-
-    status, slug, title = 503, "auth-unavailable", "Tokens cannot be verified right now"
 
 
 class Principal(msgspec.Struct, frozen=True):
@@ -83,13 +78,17 @@ class JWTAuthenticator:
     def __init__(self, settings: AuthSettings) -> None:
         self._algorithms = list(settings.algorithms)
         self._keys = _static_keys(settings)
-        # The whole key set is cached for 5 minutes, so a key the issuer withdraws stops verifying tokens
-        # within that time (a per-kid cache would keep it forever); an unknown kid refetches at most every 30 s.
         self._jwks = (
-            jwt.PyJWKClient(settings.jwks_url, cache_keys=False, lifespan=300, timeout=_JWKS_TIMEOUT_S)
+            JwksKeys(
+                settings.jwks_url,
+                cache_s=settings.jwks_cache_s,
+                cooldown_s=settings.jwks_cooldown_s,
+                timeout_s=_JWKS_TIMEOUT_S,
+            )
             if settings.jwks_url
             else None
         )
+        self._max_token_bytes = settings.max_token_bytes
         self._issuer = settings.issuer
         self._audience = settings.audience
         self._leeway = settings.leeway_s
@@ -109,7 +108,9 @@ class JWTAuthenticator:
 
     def recognise(self, connection: ASGIConnection[Any, Any, Any, Any]) -> Principal | None:
         scheme, _, token = connection.headers.get("authorization", "").partition(" ")
-        verified = self._verified.get(token.strip()) if scheme.lower() == "bearer" else None
+        if scheme.lower() != "bearer" or len(token) > self._max_token_bytes:
+            return None  # an oversized token is not even looked up: identify refuses it
+        verified = self._verified.get(token.strip())
         return verified[0] if verified is not None else None
 
     async def identify(self, connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
@@ -117,9 +118,17 @@ class JWTAuthenticator:
         if scheme.lower() != "bearer" or not token.strip():
             # RFC 6750 3.1: no error code when the request carries no token at all.
             raise Unauthorized("Send Authorization: Bearer <token>.", challenge='Bearer realm="ragwatch"')
+        self._check_size(token)
         return await self.authenticate(token.strip())
 
+    def _check_size(self, token: str) -> None:
+        """Refuse a token longer than the limit, from its length alone: ASGI headers are bytes decoded as latin-1,
+        so a header's characters are its bytes."""
+        if len(token) > self._max_token_bytes:
+            raise Unauthorized(f"The token is longer than {self._max_token_bytes} bytes.")
+
     async def authenticate(self, token: str) -> Principal:
+        self._check_size(token)
         verified = self._verified.get(token)
         if verified is not None:
             return verified[0]
@@ -138,6 +147,9 @@ class JWTAuthenticator:
             raise Unauthorized("The token has expired.") from None
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"The token is not valid: {_reason(exc)}") from None
+        if isinstance(claims["exp"], bool) or not isinstance(claims["exp"], int | float):
+            # pyjwt reads "exp": "1767225600" as a number; RFC 7519 wants one, and so does the cache below.
+            raise Unauthorized("The token's exp claim is not a number.")
         principal = _principal(claims)
         if self._trust_for_s:
             valid_for_s = claims["exp"] + self._leeway - time.time()
@@ -158,33 +170,18 @@ class JWTAuthenticator:
             return await self._jwks_key(self._jwks, header.get("kid"))
         raise Unauthorized("No key is configured for the token's algorithm.")
 
-    async def _jwks_key(self, jwks: jwt.PyJWKClient, kid: object) -> jwt.PyJWK:
+    async def _jwks_key(self, jwks: JwksKeys, kid: object) -> jwt.PyJWK:
         if not isinstance(kid, str) or not kid:
             raise Unauthorized("The token has no kid header naming its signing key.")
-        # PyJWKClient fetches with blocking urllib, hence the thread; its cache makes most calls instant.
-        # A key set that cannot be fetched or read is our failure (503), not the caller's (401).
-        unavailable = (jwt.PyJWKClientConnectionError, jwt.PyJWKSetError, OSError, ValueError)
         try:
-            await asyncio.to_thread(jwks.get_signing_keys)
-        except (jwt.PyJWKClientError, *unavailable) as exc:
-            raise _jwks_unavailable(jwks, exc) from None
-        try:
-            # On an unknown kid this refetches the set, at most once per cooldown (30 s).
-            return await asyncio.to_thread(jwks.get_signing_key, kid)
-        except unavailable as exc:
-            raise _jwks_unavailable(jwks, exc) from None
-        except jwt.PyJWKClientError:
+            return await jwks.key(kid)
+        except UnknownKey:
             raise Unauthorized("The token's kid names no key of the issuer.") from None
 
 
 def _trusted_until(_token: str, verified: tuple[Principal, float], now: float) -> float:
     """When a verified token's cache entry expires (``TLRUCache`` asks when it stores the entry)."""
     return now + verified[1]
-
-
-def _jwks_unavailable(jwks: jwt.PyJWKClient, exc: Exception) -> AuthUnavailable:
-    logger.warning("cannot use the JWKS at %s: %s", jwks.uri, exc)
-    return AuthUnavailable("The keys that verify tokens cannot be fetched; try again shortly.")
 
 
 def _static_keys(settings: AuthSettings) -> dict[str, jwt.PyJWK]:

@@ -94,6 +94,14 @@ class AuthSettings(msgspec.Struct, frozen=True, rename=variables("RAGWATCH_JWT_"
     """Required ``aud`` claim, when set."""
     leeway_s: Annotated[int, msgspec.Meta(ge=0, le=300)] = 30
     """Clock skew tolerated on ``exp``/``nbf``/``iat``."""
+    jwks_cache_s: Annotated[int, msgspec.Meta(ge=1, le=86_400)] = 300
+    """How long the key set fetched from ``jwks_url`` is used before it is fetched again (so how long a key the
+    issuer withdraws may still verify tokens); while the JWKS cannot be fetched, the last set fetched stays in use."""
+    jwks_cooldown_s: Annotated[int, msgspec.Meta(ge=1, le=3600)] = 30
+    """Least time between two requests to ``jwks_url``, whatever the traffic: a token naming a ``kid`` the key set
+    lacks (a rotated-in key, or a made-up one) triggers at most one refetch per this many seconds."""
+    max_token_bytes: Annotated[int, msgspec.Meta(ge=1024, le=65_536)] = 16_384
+    """Largest bearer token accepted; a larger one is refused (401) before any of it is decoded."""
     verified_cache_s: Annotated[int, msgspec.Meta(ge=0, le=300)] = 60
     """How long a verified token is trusted without checking its signature again (never past its ``exp``);
     0 verifies every request."""
