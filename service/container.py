@@ -152,6 +152,7 @@ def build_container(
     cache = Cache(shared.cache, settings.cache, shared.health, observed, settle_s=settings.storage.read_consistency_s)
     limiter = (
         RateLimiter(shared.counters, settings.limits, overrides, observed, shared.health)
+        cleanup_interval_s=settings.storage.cleanup_interval_s,
         if settings.limits.enabled
         else None
     )

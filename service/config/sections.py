@@ -124,6 +124,11 @@ class ProviderSettings(msgspec.Struct, frozen=True, rename=variables("RAGWATCH_"
     feature hashing of words (what the tests use); ``openai``: an OpenAI-compatible embeddings API."""
     llm: Literal["extractive", "openai"] = "extractive"
     """``extractive``: offline answerer built from retrieved sentences; ``openai``: a chat completions API."""
+    cleanup_interval_s: Annotated[float, msgspec.Meta(ge=1, le=7 * 86_400)] = 1800.0
+    """Deleted documents and knowledge bases, and the old chunks of replaced documents, leave the LanceDB
+    directory within twice this many seconds (usually one interval and a few seconds): table versions older than
+    it are removed, and deleted rows are rewritten out of the data files at most once per interval (which
+    indexes the chunks table again). Keep it above the longest query: a read of a removed version fails."""
     llm_model: str = "gpt-4o-mini"
     """Chat model asked for when ``RAGWATCH_LLM=openai``."""
     embedding_model: str = "text-embedding-3-small"

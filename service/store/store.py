@@ -67,13 +67,16 @@ class Store:
         dimensions: int,
         read_consistency_s: float,
         ann_index_min_rows: int,
+        cleanup_interval_s: float = 1800.0,
         telemetry: Telemetry | None = None,
     ) -> None:
-        """Nothing is opened yet; ``telemetry`` defaults to none at all."""
+        """Nothing is opened yet; ``telemetry`` defaults to none at all. ``cleanup_interval_s``: see
+        :mod:`service.store.maintenance` (``RAGWATCH_CLEANUP_INTERVAL_S``)."""
         self._uri = uri
         self._dimensions = dimensions
         self._read_consistency_s = read_consistency_s
         self._ann_index_min_rows = ann_index_min_rows
+        self._cleanup_interval_s = cleanup_interval_s
         self._telemetry = telemetry or disabled_telemetry()
         self._tables: _Tables | None = None
         self._pinned: tuple[int, Any] | None = None
@@ -100,10 +103,13 @@ class Store:
         # Narrower vectors are stored zero-padded to the table's width: cosine similarity is unchanged, so a
         # store created for one embedder keeps serving after a switch to a narrower one (and its re-index).
         self._padding = width - self._dimensions
-        maintenance = IndexMaintenance(chunks, self._ann_index_min_rows)
+        maintenance = IndexMaintenance(
+            chunks, self._ann_index_min_rows, cleanup_s=self._cleanup_interval_s, knowledge_bases=kbs
+        )
         await maintenance.add_missing_columns(LOCATION_FIELDS)
         await maintenance.ensure_indexes()
         self._tables = _Tables(db, kbs, chunks, await chunks.schema(), maintenance, GroupCommit(self._commit))
+        maintenance.start_soon()
         return self
 
     async def close(self) -> None:
@@ -132,8 +138,10 @@ class Store:
 
     async def table(self, name: str, schema: Any) -> Any:
         """The table ``name`` of the same database, created with ``schema`` if it is not there (the small
-        tables of other services: feedback, probes)."""
-        return await self._db.create_table(name, schema=schema, exist_ok=True)
+        tables of other services: feedback, probes), kept by the background upkeep like the others."""
+        table = await self._db.create_table(name, schema=schema, exist_ok=True)
+        self._opened.maintenance.keep(table)
+        return table
 
     async def maintain(self) -> None:
         """Run the background index maintenance now (an ANN index past the threshold, then ``optimize``)."""
@@ -187,9 +195,11 @@ class Store:
         return documents, chunks
 
     async def delete_kb(self, tenant_id: str, kb_id: str) -> None:
-        """Delete the knowledge base first, so it is gone for every reader, then its chunks."""
+        """Delete the knowledge base first, so it is gone for every reader, then its chunks (chunks a crash left
+        in between are deleted by the next process's upkeep)."""
         await self._kbs.delete(kb_filter(tenant_id, kb_id, column="id"))
         await self._chunks.delete(kb_filter(tenant_id, kb_id))
+        self._opened.maintenance.schedule(deleted=True)  # erased from disk within the clean-up interval
 
     async def reembed(
         self, tenant_id: str, kb_id: str, embed: Callable[[list[Block], list[str]], Awaitable[Vectors]], model: str
@@ -242,7 +252,7 @@ class Store:
 
     async def _commit(self, writes: list[DocumentWrite]) -> list[bool]:
         replaced = await commit_documents(self._chunks, writes, self._telemetry)
-        self._opened.maintenance.schedule()
+        self._opened.maintenance.schedule(deleted=any(replaced))  # a replaced document's old chunks are erased
         return replaced
 
     async def list_documents(
@@ -274,6 +284,7 @@ class Store:
         if await self._chunks.count_rows(scope) == 0:
             return False
         await self._chunks.delete(scope)
+        self._opened.maintenance.schedule(deleted=True)
         return True
 
     # --- search ----------------------------------------------------------------------------------------------
