@@ -16,7 +16,7 @@ UV := .tools/uv/bin/uv
 # uv installs exactly what uv.lock pins, with the Python the Makefile found, and never downloads a Python.
 SYNC := UV_PYTHON=$(PYTHON) UV_PYTHON_DOWNLOADS=never $(UV) sync --frozen --extra dev
 
-.PHONY: run test test-fast lint fmt lock system-deps clean stack bench eval eval-tune
+.PHONY: run test test-fast fuzz lint fmt lock system-deps clean stack bench soak eval eval-tune
 
 $(UV):
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is required"; exit 1; }
@@ -48,6 +48,14 @@ test: $(STAMP) system-deps lint
 ## test-fast: the unit layer only (tests/unit: pure logic, no servers), in seconds
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
+
+## fuzz: schemathesis against the running app, the large budget (FUZZ_EXAMPLES, FUZZ_SECONDS, FUZZ_WORKERS; FUZZ_SEED replays)
+FUZZ_EXAMPLES ?= 500
+FUZZ_SECONDS ?= 600
+FUZZ_WORKERS ?= 2
+fuzz: $(STAMP)
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_WORKERS=$(FUZZ_WORKERS) \
+	  $(BIN)/python -m pytest -q -s --timeout=0 tests/service/test_fuzz.py
 
 ## lint: ruff (lint and format) and mypy --strict on service/, telemetry/, bench/, the client (clients/python) and dashboards/
 lint: $(STAMP)

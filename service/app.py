@@ -19,6 +19,7 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from service import __version__
+from service.admission import AdmissionMiddleware
 from service.api import (
     ConversationController,
     DocumentController,
@@ -36,6 +37,7 @@ from service.api import (
 )
 from service.api.dependencies import provide_principal
 from service.api.hooks import add_rate_limit_headers
+from service.audit import AuditTrail
 from service.auth import MEMBERS_ONLY, authentication_guard
 from service.config import Settings
 from service.container import Container, build_container
@@ -111,6 +113,10 @@ def app_for(container: Container) -> Litestar:
         middleware=[
             *([] if observed.enabled else [TraceContextPassthrough]),
             DefineMiddleware(RequestTelemetryMiddleware, telemetry=observed),
+            # Outside load shedding, so a shed admin request is audited too; inside the request's trace.
+            DefineMiddleware(AuditTrail, audit=container.audit),
+            # Inside the request telemetry, so a shed request is counted and traced as the 503 it answers.
+            DefineMiddleware(AdmissionMiddleware, admission=container.admission),
         ],
         before_send=[add_rate_limit_headers],
         exception_handlers=dict(unexpected_error_handlers),

@@ -16,6 +16,8 @@ import logging
 from dataclasses import dataclass, field
 
 from service import __version__
+from service.admission import Admission
+from service.audit import Audit
 from service.auth import Authenticator, DevHeaderAuthenticator, JWTAuthenticator
 from service.cache import Cache
 from service.chat import Answering, Chat, Retriever
@@ -25,7 +27,7 @@ from service.documents import Documents, Uploads
 from service.embeddings import Embeddings
 from service.idempotency import Idempotency
 from service.knowledge_bases import KnowledgeBases
-from service.limits import RateLimiter, load_overrides
+from service.limits import RateLimiter, TokenBudgets, load_overrides
 from service.openai_compat import Completions
 from service.pricing import load_prices
 from service.providers import Providers, build_providers, min_similarity
@@ -58,6 +60,8 @@ class Container:
     cache: Cache
     limiter: RateLimiter | None
     """``None`` when ``RAGWATCH_RATE_LIMIT_ENABLED=false``."""
+    admission: Admission
+    """The process's slots for chat, search and ingestion requests (load shedding)."""
     knowledge_bases: KnowledgeBases
     documents: Documents
     chat: Chat
@@ -73,6 +77,8 @@ class Container:
     retriever: Retriever
     """What chat and search retrieve with (``make eval-tune`` reads its candidates)."""
     readiness: ReadinessChecks
+    audit: Audit
+    """Writes the audit trail: one record per attempt at an admin action."""
     owns_telemetry: bool
     """Whether :meth:`aclose` shuts the telemetry down (it was built here rather than handed in)."""
     _monitor: asyncio.Task[None] | None = field(default=None, init=False)
@@ -146,17 +152,18 @@ def build_container(
         dimensions=chosen.embedder.dimensions,
         read_consistency_s=settings.storage.read_consistency_s,
         ann_index_min_rows=settings.storage.ann_index_min_rows,
+        cleanup_interval_s=settings.storage.cleanup_interval_s,
         telemetry=observed,
     )
     shared = open_shared_state(settings, observed)
     cache = Cache(shared.cache, settings.cache, shared.health, observed, settle_s=settings.storage.read_consistency_s)
     limiter = (
         RateLimiter(shared.counters, settings.limits, overrides, observed, shared.health)
-        cleanup_interval_s=settings.storage.cleanup_interval_s,
         if settings.limits.enabled
         else None
     )
-    embeddings = Embeddings(chosen.embedder, observed, prices)
+    budgets = TokenBudgets(shared.ledger, settings.limits, overrides, observed, shared.health)
+    embeddings = Embeddings(chosen.embedder, observed, prices, budgets)
     idempotency = Idempotency(shared.records)
     knowledge_bases = KnowledgeBases(
         store, cache, idempotency, embeddings.model, fresh_for_s=settings.storage.read_consistency_s
@@ -166,7 +173,13 @@ def build_container(
         store, embeddings, cache, observed, min_similarity=min_similarity(settings), lexical_weight=rag.lexical_weight
     )
     answering = Answering(
-        chosen.answerer, cache, observed, prices, embedding_model=embeddings.model, retrieval=retriever.version
+        chosen.answerer,
+        cache,
+        observed,
+        prices,
+        embedding_model=embeddings.model,
+        retrieval=retriever.version,
+        budgets=budgets,
     )
     conversations = Conversations(
         shared.records, max_turns=settings.conversations.max_turns, ttl_s=settings.conversations.ttl_s
@@ -191,6 +204,7 @@ def build_container(
         shared=shared,
         cache=cache,
         limiter=limiter,
+        admission=Admission(settings.server.max_concurrent_requests, observed),
         knowledge_bases=knowledge_bases,
         documents=Documents(
             knowledge_bases,
@@ -217,6 +231,7 @@ def build_container(
         reindexing=Reindexing(knowledge_bases, store, embeddings, cache, observed),
         retriever=retriever,
         readiness=ReadinessChecks(store, shared, settings, observed),
+        audit=Audit(),
         owns_telemetry=owns_telemetry,
     )
 

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from service.limits import TokenBudgets
 from service.pricing import PriceTable
 from service.providers import Embedder
 from service.providers.base import Vectors, count_tokens, is_remote
@@ -18,8 +19,9 @@ EMBED_BATCH = 128
 
 
 class Embeddings:
-    def __init__(self, embedder: Embedder, telemetry: Telemetry, prices: PriceTable) -> None:
+    def __init__(self, embedder: Embedder, telemetry: Telemetry, prices: PriceTable, budgets: TokenBudgets) -> None:
         self._embedder = embedder
+        self._budgets = budgets if is_remote(embedder) else None
         self._telemetry = telemetry
         self._prices = prices
         telemetry.instruments.declare_model("embeddings", embedder.provider, embedder.model)
@@ -39,8 +41,11 @@ class Embeddings:
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     async def embed(self, texts: Sequence[str], tenant_id: str) -> Vectors:
-        """One call: the ``embeddings {model}`` span, its tokens and its cost."""
-        embedder = self._embedder
+        """One call: the ``embeddings {model}`` span, its tokens and its cost; a remote one counted against the
+        tenant's token budget, and refused once that is spent."""
+        embedder, budgets = self._embedder, self._budgets
+        if budgets is not None:
+            await budgets.check(tenant_id)
         with genai_call(
             self._telemetry,
             "embeddings",
@@ -54,4 +59,6 @@ class Embeddings:
             # The Embedder interface returns vectors only; tokens are counted the way the offline default does.
             call.input_tokens = sum(count_tokens(text) for text in texts)
             call.cost_usd = self._prices.cost(embedder.model, call.input_tokens, 0)
+        if budgets is not None:
+            await budgets.spend(tenant_id, call.input_tokens)
         return vectors

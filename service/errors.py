@@ -23,6 +23,7 @@ from service.models import Problem
 
 __all__ = [
     "BadRequest",
+    "BudgetExceeded",
     "Conflict",
     "DocumentTooLarge",
     "EncryptedDocument",
@@ -31,6 +32,7 @@ __all__ = [
     "IdempotencyKeyReused",
     "NeedsOcr",
     "NotFound",
+    "Overloaded",
     "ParseTimeout",
     "ProviderError",
     "ProviderRateLimited",
@@ -133,6 +135,10 @@ class RateLimited(RagwatchError):
     status, slug, title = 429, "rate-limited", "Too many requests"
 
 
+class BudgetExceeded(RagwatchError):
+    status, slug, title = 429, "budget-exceeded", "The tenant's LLM token budget is used up"
+
+
 class RateLimiterUnavailable(RagwatchError):
     status, slug, title = 503, "rate-limiter-unavailable", "The rate limiter is unavailable"
 
@@ -146,23 +152,46 @@ class SharedStateUnavailable(RagwatchError):
         super().__init__(detail, headers={"Retry-After": "1"})
 
 
+class Overloaded(RagwatchError):
+    """The process already serves as many chat, search and ingestion requests as it may at once
+    (``RAGWATCH_MAX_CONCURRENT_REQUESTS``): refused at once rather than queued, to be retried shortly."""
+
+    status, slug, title = 503, "overloaded", "The service is at capacity"
+
+    def __init__(self, detail: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after_s)})
+
+
 # --- the LLM provider's fault ---------------------------------------------------------------------------
 
 
 class ProviderError(RagwatchError):
     status, slug, title = 502, "llm-provider-error", "The LLM provider failed"
+    transient_by_default: ClassVar[bool] = False
+    error_type: str | None = None
+    """This failure's ``error.type`` on spans and in ``rag_llm_calls_total`` when the slug says too little
+    (``circuit_open``: the call was never made)."""
+
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None, transient: bool | None = None) -> None:
+        """``transient``: the provider's own passing fault (5xx, 408, 409, 429, unreachable, too slow), which a
+        retry may cure and the circuit breaker counts; not a call the provider refused for what it asked."""
+        super().__init__(detail, headers=headers)
+        self.transient = self.transient_by_default if transient is None else transient
 
 
 class ProviderRateLimited(ProviderError):
     status, slug, title = 503, "llm-provider-rate-limited", "The LLM provider is rate limiting us"
+    transient_by_default = True
 
 
 class ProviderUnavailable(ProviderError):
     status, slug, title = 503, "llm-provider-unavailable", "The LLM provider cannot be reached"
+    transient_by_default = True
 
 
 class ProviderTimeout(ProviderError):
     status, slug, title = 504, "llm-provider-timeout", "The LLM provider did not answer in time"
+    transient_by_default = True
 
 
 # --- translation ----------------------------------------------------------------------------------------

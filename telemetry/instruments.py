@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
-__all__ = ["ActiveTenants", "DependencyStatus", "Instruments", "TenantLabels"]
+__all__ = ["ActiveTenants", "DependencyStatus", "Instruments", "RequestsInFlight", "TenantLabels", "TokenBudgetUsage"]
 
 # Milliseconds to a second: cache lookups, vector and full-text queries.
 FAST_BUCKETS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]
@@ -96,11 +96,69 @@ class DependencyStatus:
             yield Observation(up, {"dependency": dependency})
 
 
+class RequestsInFlight:
+    """The chat, search and ingestion requests admitted by load shedding (``service.admission``) and not yet
+    finished, by action, and how many each process admits at once.
+
+    An admission hands over its own live counts (:meth:`watch`), so the hot path changes a dictionary and
+    nothing here: the gauges read them at collection time. Several apps on one meter provider are summed.
+    """
+
+    def __init__(self) -> None:
+        self._watched: list[tuple[Mapping[str, int], int]] = []
+
+    def watch(self, counts: Mapping[str, int], capacity: int) -> None:
+        self._watched.append((counts, capacity))
+
+    def observe_in_flight(self, _: CallbackOptions) -> Iterable[Observation]:
+        totals: dict[str, int] = {}
+        for counts, _capacity in list(self._watched):
+            for action, count in list(counts.items()):
+                totals[action] = totals.get(action, 0) + count
+        for action, count in totals.items():
+            yield Observation(count, {"action": action})
+
+    def observe_capacity(self, _: CallbackOptions) -> Iterable[Observation]:
+        if self._watched:
+            yield Observation(sum(capacity for _counts, capacity in list(self._watched)))
+
+
+class TokenBudgetUsage:
+    """Each tenant's LLM tokens of the current UTC day and its daily budget, as last counted by this process.
+
+    Only the current day is reported: a tenant that made no call yet today has no series rather than
+    yesterday's count. Replicas each report what Redis last told them (``max by (tenant)`` is the latest).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._usage: dict[str, tuple[int, int, int]] = {}
+        self._clock = clock
+
+    def set(self, tenant: str, day: int, used: int, budget: int) -> None:
+        self._usage[tenant] = (day, used, budget)
+
+    def _today(self) -> Iterable[tuple[str, int, int]]:
+        today = int(self._clock() // 86_400)
+        for tenant, (day, used, budget) in list(self._usage.items()):
+            if day == today:
+                yield tenant, used, budget
+
+    def observe_used(self, _: CallbackOptions) -> Iterable[Observation]:
+        for tenant, used, _budget in self._today():
+            yield Observation(used, {"tenant": tenant})
+
+    def observe_budget(self, _: CallbackOptions) -> Iterable[Observation]:
+        for tenant, _used, budget in self._today():
+            yield Observation(budget, {"tenant": tenant})
+
+
 class Instruments:
     def __init__(self, meter: Meter, tenant_label_limit: int) -> None:
         self.tenant_label = TenantLabels(tenant_label_limit)
         self.active_tenants = ActiveTenants()
         self.dependencies = DependencyStatus()
+        self.token_budgets = TokenBudgetUsage()
+        self.requests_in_flight = RequestsInFlight()
         # --- the enterprise guide's names -------------------------------------------------------------------
         self.requests = meter.create_counter("rag_requests", description="HTTP requests by route and status")
         self.request_duration = meter.create_histogram(
@@ -111,6 +169,24 @@ class Instruments:
         )
         self.llm_calls = meter.create_counter("rag_llm_calls", description="LLM provider calls by outcome")
         self.llm_cost = meter.create_counter("rag_llm_cost", unit="{USD}", description="LLM spend in US dollars")
+        meter.create_observable_gauge(
+            "rag_tenant_tokens_used",
+            callbacks=[self.token_budgets.observe_used],
+            unit="{token}",
+            description="LLM tokens a tenant with a daily budget has used today (UTC)",
+        )
+        meter.create_observable_gauge(
+            "rag_tenant_token_budget",
+            callbacks=[self.token_budgets.observe_budget],
+            unit="{token}",
+            description="LLM tokens a tenant may use per day (UTC)",
+        )
+        self.llm_circuit_open = meter.create_gauge(
+            "rag_llm_circuit_open", description="1 while the provider's circuit is open (calls fail at once), else 0"
+        )
+        self.llm_retries = meter.create_counter(
+            "rag_llm_retries", description="Retries of failed provider calls: made, or refused by the retry budget"
+        )
         self.vector_db_queries = meter.create_counter(
             "rag_vector_db_queries", description="LanceDB queries by operation and outcome"
         )
@@ -170,6 +246,23 @@ class Instruments:
         )
         self.ratelimit_decisions = meter.create_counter(
             "rag.ratelimit.decisions", description="Rate-limit decisions by action and outcome"
+        )
+        self.requests_shed = meter.create_counter(
+            "rag.requests.shed",
+            unit="{request}",
+            description="Chat, search and ingestion requests refused with 503 because the process was at capacity",
+        )
+        meter.create_observable_gauge(
+            "rag.requests.in_flight",
+            callbacks=[self.requests_in_flight.observe_in_flight],
+            unit="{request}",
+            description="Chat, search and ingestion requests admitted and not yet finished, by action",
+        )
+        meter.create_observable_gauge(
+            "rag.requests.capacity",
+            callbacks=[self.requests_in_flight.observe_capacity],
+            unit="{request}",
+            description="Chat, search and ingestion requests the process admits at once",
         )
         self.cache_lookups = meter.create_counter(
             "rag.cache.lookups", description="Cache lookups by cache and outcome (hit, miss, error)"

@@ -24,6 +24,7 @@ from telemetry.setup import Telemetry
 
 __all__ = [
     "ACCESS_LOGGER",
+    "EVENT_NAME",
     "AccessLogPath",
     "JsonFormatter",
     "OpenTelemetryHandler",
@@ -92,6 +93,8 @@ _SEVERITIES = (
     (logging.DEBUG, SeverityNumber.DEBUG, "DEBUG"),
 )
 _SCALARS = (str, bool, int, float)
+EVENT_NAME = "event.name"
+"""The field (``extra=``) that makes a record an event of that name."""
 
 
 def _severity(record: logging.LogRecord) -> tuple[SeverityNumber, str]:
@@ -113,7 +116,9 @@ class OpenTelemetryHandler(logging.Handler):
     """Emits each record as an OpenTelemetry log record, in the active trace context (exported over OTLP).
 
     The body is the message; the attributes are the record's fields (``extra=`` and the request context),
-    where it was logged (``code.*``) and, with ``exc_info``, the ``exception.*`` attributes. Records of the
+    where it was logged (``code.*``) and, with ``exc_info``, the ``exception.*`` attributes. A record logged
+    with an ``event.name`` field is an event: the name goes in its EventName field, as the semantic conventions
+    now want it (the ``event.name`` attribute is deprecated); on stdout it stays a field. Records of the
     OpenTelemetry SDK itself (an exporter that fails) stay on stdout: exporting them through the pipeline that
     fails would feed the failure back into itself. (The SDK's own ``LoggingHandler`` is deprecated.)
     """
@@ -130,6 +135,7 @@ class OpenTelemetryHandler(logging.Handler):
             return
         try:
             attributes = {name: _attribute(value) for name, value in _fields(record).items()}
+            event_name = attributes.pop(EVENT_NAME, None)
             attributes["code.file.path"] = record.pathname
             attributes["code.function.name"] = record.funcName
             attributes["code.line.number"] = record.lineno
@@ -149,6 +155,7 @@ class OpenTelemetryHandler(logging.Handler):
                     severity_text=text,
                     body=record.getMessage(),
                     attributes=attributes,
+                    event_name=event_name if isinstance(event_name, str) else None,
                 )
             )
         except Exception:

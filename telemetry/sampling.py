@@ -17,8 +17,8 @@ counted in ``rag.traces.sampled``.
 Log records follow their trace (:meth:`TraceSampler.following_logs`): an INFO or DEBUG record written inside
 a trace this process records (the access log's, above all) is exported with that trace or not at all, so the
 records that leave the process are those that lead somewhere, and the rest cost no encoding. Warnings and
-errors, records outside any trace and records about another trace (user feedback on an earlier answer) are
-always exported.
+errors, records outside any trace, records about another trace (user feedback on an earlier answer) and audit
+records (event :data:`AUDIT_EVENT`: an audit trail with gaps is none) are always exported.
 """
 
 from __future__ import annotations
@@ -35,7 +35,10 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import StatusCode, get_current_span
 from opentelemetry.util.types import Attributes
 
-__all__ = ["KeptTraceExemplars", "TraceSampler", "in_share"]
+__all__ = ["AUDIT_EVENT", "KeptTraceExemplars", "TraceSampler", "in_share"]
+
+AUDIT_EVENT = "ragwatch.audit"
+"""The event name of the audit trail's records (``service/audit.py``), exported whatever their trace becomes."""
 
 MAX_PENDING_TRACES = 10_000
 """Traces whose root has not ended yet; past it the oldest is decided at once (on what it holds)."""
@@ -90,7 +93,7 @@ class TraceSampler(SpanProcessor):
 
     def on_log(self, record: ReadWriteLogRecord) -> None:
         trace_id = record.log_record.trace_id
-        if not trace_id or _at_least_a_warning(record) or not _written_inside(trace_id):
+        if not trace_id or _at_least_a_warning(record) or _audit(record) or not _written_inside(trace_id):
             self._release([record])
             return
         overflow: list[ReadWriteLogRecord] = []
@@ -201,11 +204,16 @@ class KeptTraceExemplars(ExemplarFilter):
 
 
 def _written_inside(trace_id: int) -> bool:
-    """Whether the record is being written inside its own trace, by a span this process records (the records
-    processors see are emitted synchronously, in the writer's context). A record about another trace (the
-    feedback event on the rated answer's, long decided) is not that trace's to keep or drop."""
-    span = get_current_span()
-    return span.is_recording() and span.get_span_context().trace_id == trace_id
+    """Whether the record is being written inside its own trace (the records processors see are emitted
+    synchronously, in the writer's context). A record about another trace (the feedback event on the rated
+    answer's, long decided) is not that trace's to keep or drop. The current span may have ended already: the
+    access record is written once the server span has ended with the response's last byte, and then follows the
+    decision just made."""
+    return get_current_span().get_span_context().trace_id == trace_id
+
+
+def _audit(record: ReadWriteLogRecord) -> bool:
+    return record.log_record.event_name == AUDIT_EVENT
 
 
 def _at_least_a_warning(record: ReadWriteLogRecord) -> bool:

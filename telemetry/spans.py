@@ -28,10 +28,11 @@ DB_SYSTEM = "lancedb"
 
 
 def _error_type(exc: BaseException) -> str:
-    """Low-cardinality ``error.type``: the problem slug of our errors, ``cancelled`` for a client gone away."""
+    """Low-cardinality ``error.type``: an error's own ``error_type``, else the problem slug of our errors,
+    ``cancelled`` for a client gone away."""
     if isinstance(exc, GeneratorExit | asyncio.CancelledError):
         return "cancelled"
-    slug = getattr(exc, "slug", None)
+    slug = getattr(exc, "error_type", None) or getattr(exc, "slug", None)
     return slug if isinstance(slug, str) else type(exc).__qualname__
 
 

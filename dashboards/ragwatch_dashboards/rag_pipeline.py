@@ -8,7 +8,7 @@ from grafana_foundation_sdk.models import dashboard as dm
 from .frame import dashboard
 from .links import EXEMPLARS, MODEL_TRACES, trace_link
 from .objectives import REQUEST_LATENCY
-from .panels import neutral, rows, stat_panel, thresholds, timeseries_panel
+from .panels import neutral, rows, stat_panel, state_timeline_panel, thresholds, timeseries_panel, value_texts
 from .queries import RATE, prom, quantiles, ratio, series
 
 FILE = "rag-pipeline.json"
@@ -17,6 +17,8 @@ MODEL = "gen_ai_provider_name, gen_ai_request_model"
 MODEL_LEGEND = "{{gen_ai_provider_name}} {{gen_ai_request_model}}"
 LLM_ERRORS = thresholds("green", (0.01, "yellow"), (0.05, "red"))
 HIT_RATIO = thresholds("orange", (0.2, "green"))
+CIRCUIT = thresholds("green", (1.0, "red"))
+CLOSED_OPEN = value_texts(**{"0": ("closed", "green"), "1": ("open", "red")})
 NOTHING_FOUND = thresholds("green", (0.1, "yellow"), (0.3, "red"))
 SLOW_CHAT_CALLS = trace_link(
     "LLM chat calls slower than 2.56 s in Tempo", 'span.gen_ai.operation.name="chat"', "duration>2560ms"
@@ -153,6 +155,36 @@ def build() -> dm.Dashboard:
                 steps=LLM_ERRORS,
                 show_thresholds=True,
                 links=[trace_link("Failed LLM calls in Tempo", "span.gen_ai.operation.name!=nil", "status=error")],
+            ),
+        ],
+        [
+            state_timeline_panel(
+                "LLM circuits",
+                "Each provider operation's circuit on the worst selected instance (rag_llm_circuit_open): open after"
+                " RAGWATCH_LLM_BREAKER_FAILURES failed calls in a row, when calls fail at once with 503 until a"
+                " trial call succeeds.",
+                [
+                    prom(
+                        f"max by (provider, operation) ({series('rag_llm_circuit_open')})", "{{provider}} {{operation}}"
+                    )
+                ],
+                unit="none",
+                steps=CIRCUIT,
+                mappings=CLOSED_OPEN,
+                size=(12, 8),
+            ),
+            timeseries_panel(
+                "LLM retries",
+                "Retries of failed provider calls per second (rag_llm_retries_total): made, or refused because"
+                " retries already reached RAGWATCH_LLM_RETRY_BUDGET of the recent calls.",
+                [
+                    prom(
+                        f"sum by (operation, outcome) (rate({series('rag_llm_retries_total')}[{RATE}]))",
+                        "{{operation}} {{outcome}}",
+                    )
+                ],
+                unit="ops",
+                size=(12, 8),
             ),
         ],
         [

@@ -1,5 +1,5 @@
-"""ragwatch / Service overview: rate, errors and duration by route; readiness of the dependencies; saturation;
-error logs and failed traces."""
+"""ragwatch / Service overview: rate, errors and duration by route; readiness of the dependencies; saturation and
+load shedding; error logs and failed traces."""
 
 from __future__ import annotations
 
@@ -28,6 +28,8 @@ ERROR_RATIO = thresholds("green", (AVAILABILITY_BUDGET, "yellow"), (0.05, "red")
 UP = thresholds("red", (1.0, "green"))
 UP_DOWN = value_texts(**{"0": ("down", "red"), "1": ("up", "green")})
 IN_FLIGHT = thresholds("green", (50.0, "yellow"), (200.0, "red"))
+SHED = thresholds("green", (0.05, "red"))  # the RequestsShed alert's rate
+SLOTS_USED = thresholds("green", (0.75, "yellow"), (1.0, "red"))
 ROUTE = "method, endpoint"
 
 
@@ -58,6 +60,7 @@ def build() -> dm.Dashboard:
     errors = series("rag_requests_total", 'status=~"5.."')
     refused = series("rag_requests_total", 'status=~"4.."')
     in_flight = series("http_server_active_requests")
+    admitted, capacity = series("rag_requests_in_flight"), series("rag_requests_capacity")
     up = series("rag_dependency_up")
     unrouted = series("http_server_request_duration_seconds_count", 'http_route=""')
     queue_full = 'error_type="queue_full"'
@@ -171,6 +174,39 @@ def build() -> dm.Dashboard:
                 [prom(f"sum by (operation) (rate({series('rag_redis_errors_total')}[{RATE}]))", "{{operation}}")],
                 unit="ops",
                 steps=thresholds("green", (0.1, "red")),
+                size=(8, 8),
+            ),
+        ],
+        [
+            timeseries_panel(
+                "Requests shed by action",
+                "Load shedding: chat, search and ingestion requests refused at once with 503 overloaded because"
+                " the process already served RAGWATCH_MAX_CONCURRENT_REQUESTS of them (rag_requests_shed_total)."
+                " The dashed line is the RequestsShed alert's rate.",
+                [prom(f"sum by (action) (rate({series('rag_requests_shed_total')}[{RATE}]))", "{{action}}")],
+                unit="reqps",
+                steps=SHED,
+                show_thresholds=True,
+                size=(8, 8),
+            ),
+            timeseries_panel(
+                "Admission slots in use by instance",
+                "Saturation as load shedding sees it: the chat, search and ingestion requests each instance"
+                " serves (rag_requests_in_flight) over how many it admits at once (rag_requests_capacity). At"
+                " 100 % the next one is shed.",
+                [prom(f"sum by (instance) ({admitted}) / sum by (instance) ({capacity})", "{{instance}}")],
+                unit="percentunit",
+                steps=SLOTS_USED,
+                show_thresholds=True,
+                max_value=1.0,
+                size=(8, 8),
+            ),
+            timeseries_panel(
+                "Admitted requests in flight by action",
+                "Chat, search and ingestion requests being served now, over the selected instances"
+                " (rag_requests_in_flight): a streamed answer counts until its last event.",
+                [prom(f"sum by (action) ({admitted})", "{{action}}")],
+                unit="short",
                 size=(8, 8),
             ),
         ],

@@ -151,6 +151,30 @@ def build() -> dm.Dashboard:
             ),
         ],
         [
+            bargauge_panel(
+                "Token budget used today",
+                "Share of its daily LLM token budget each tenant with a budget has used since 00:00 UTC"
+                " (rag_tenant_tokens_used / rag_tenant_token_budget, the latest report of any replica). At 100 %"
+                " its calls to the provider are refused with 429 until midnight; TenantTokenBudgetNearlySpent"
+                f" fires at 80 %.{OTHER}",
+                [
+                    prom(
+                        f"topk(10, max by (tenant) ({series('rag_tenant_tokens_used', TENANT)})"
+                        f" / max by (tenant) ({series('rag_tenant_token_budget', TENANT)}))",
+                        "{{tenant}}",
+                        instant=True,
+                    )
+                ],
+                unit="percentunit",
+                steps=thresholds("green", (0.8, "orange"), (1.0, "red")),
+                decimals=1,
+                min_value=0,
+                max_value=1,
+                size=(24, 7),
+                data_links=[TENANT_TRACES],
+            ),
+        ],
+        [
             _ingestion(
                 "Documents ingested by tenant",
                 "rag_ingest_documents_total",

@@ -13,6 +13,8 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
+from service.admission import admitted_as
+from service.api.event_streams import EventStreamOperation
 from service.api.hooks import admit, require_json
 from service.auth import Principal
 from service.chat import AnswerDelta, AnswerDone, Chat
@@ -28,6 +30,8 @@ _encode = msgspec.json.Encoder().encode
     "/chat",
     status_code=200,
     before_request=require_json,
+    opt=admitted_as("chat"),
+    operation_class=EventStreamOperation,
     tags=["chat"],
     summary="Answer a question from a knowledge base, with citations",
     description=(

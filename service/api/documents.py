@@ -11,9 +11,11 @@ from litestar.di import NamedDependency, Provide
 from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 from litestar.params import FromPath
 
+from service.admission import admitted_as
 from service.api.hooks import rate_limited
 from service.api.idempotency import IdempotencyKey, created
 from service.api.paging import Cursor, Limit
+from service.audit import audited
 from service.auth import ADMINS_ONLY, Principal
 from service.documents import Documents, FileSubmission, JsonSubmission, Submission
 from service.errors import BadRequest, UnsupportedMediaType, problem_responses
@@ -91,7 +93,11 @@ class DocumentController(Controller):
     tags = ["documents"]
 
     @post(
-        opt=ADMINS_ONLY,
+        opt={
+            **ADMINS_ONLY,
+            **admitted_as("ingest"),
+            **audited("document.ingest", target="document_id", replacing="document.replace"),
+        },
         guards=[rate_limited("ingest")],
         operation_class=IngestOperation,
         dependencies={"json_body_schema": Provide(_json_body_schema)},
@@ -129,7 +135,12 @@ class DocumentController(Controller):
     ) -> DocumentDetail:
         return await documents.get(principal, kb_id, document_id)
 
-    @delete("/{document_id:str}", opt=ADMINS_ONLY, summary="Delete a document and its chunks", responses=_ERRORS)
+    @delete(
+        "/{document_id:str}",
+        opt={**ADMINS_ONLY, **audited("document.delete", target="document_id")},
+        summary="Delete a document and its chunks",
+        responses=_ERRORS,
+    )
     async def remove(
         self,
         kb_id: FromPath[str],

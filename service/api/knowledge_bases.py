@@ -9,6 +9,7 @@ from litestar.params import FromPath, JSONBody
 from service.api.hooks import require_json
 from service.api.idempotency import IdempotencyKey, created
 from service.api.paging import Cursor, Limit
+from service.audit import audited
 from service.auth import ADMINS_ONLY, Principal
 from service.errors import problem_responses
 from service.knowledge_bases import KnowledgeBases
@@ -25,7 +26,7 @@ class KnowledgeBaseController(Controller):
     tags = ["knowledge bases"]
 
     @post(
-        opt=ADMINS_ONLY,
+        opt={**ADMINS_ONLY, **audited("knowledge_base.create", target="id")},
         before_request=require_json,
         summary="Create a knowledge base",
         responses=problem_responses(400, 401, 403, 409, 413, 415, 422, 503),
@@ -58,7 +59,12 @@ class KnowledgeBaseController(Controller):
     ) -> KnowledgeBaseDetail:
         return await knowledge_bases.detail(principal, kb_id)
 
-    @delete("/{kb_id:str}", opt=ADMINS_ONLY, summary="Delete a knowledge base and its documents", responses=_ERRORS)
+    @delete(
+        "/{kb_id:str}",
+        opt={**ADMINS_ONLY, **audited("knowledge_base.delete", target="kb_id")},
+        summary="Delete a knowledge base and its documents",
+        responses=_ERRORS,
+    )
     async def remove(
         self,
         kb_id: FromPath[str],

@@ -10,6 +10,13 @@ from telemetry.http import METRICS_CONTENT_TYPE, metrics_payload
 __all__ = ["metrics"]
 
 
-@get("/metrics", tags=["operations"], summary="Prometheus metrics", include_in_schema=True, sync_to_thread=False)
+@get(
+    "/metrics",
+    media_type=METRICS_CONTENT_TYPE,
+    tags=["operations"],
+    summary="Prometheus metrics",
+    include_in_schema=True,
+    sync_to_thread=False,
+)
 def metrics(state: State) -> Response[bytes]:
     return Response(metrics_payload(state.telemetry), media_type=METRICS_CONTENT_TYPE)

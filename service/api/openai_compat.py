@@ -21,6 +21,8 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
+from service.admission import admitted_as
+from service.api.event_streams import EventStreamOperation
 from service.api.hooks import admit, require_json
 from service.auth import Principal
 from service.errors import RagwatchError, error_facts
@@ -81,7 +83,9 @@ async def models(principal: NamedDependency[Principal], completions: NamedDepend
     "/chat/completions",
     status_code=200,
     before_request=require_json,
+    opt=admitted_as("chat"),
     exception_handlers=_HANDLERS,
+    operation_class=EventStreamOperation,
     responses=_documented(400, 401, 403, 404, 413, 415, 429, 502, 503, 504),
     tags=["openai"],
     summary="OpenAI Chat Completions grounded in the knowledge base named by `model`",

@@ -7,6 +7,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
 from service.api.hooks import require_json
+from service.audit import audited
 from service.auth import ADMINS_ONLY, Principal
 from service.errors import problem_responses
 from service.models import Probe, ProbeCreate, ProbeList
@@ -22,7 +23,7 @@ class ProbeController(Controller):
     tags = ["quality"]
 
     @post(
-        opt=ADMINS_ONLY,
+        opt={**ADMINS_ONLY, **audited("probe.create", target="id")},
         before_request=require_json,
         summary="Add a golden-question probe: a question, and the document or text its answer must hold",
         responses=problem_responses(400, 401, 403, 404, 413, 415),
@@ -42,7 +43,12 @@ class ProbeController(Controller):
     ) -> ProbeList:
         return await probes.list_all(principal, kb_id)
 
-    @delete("/{probe_id:str}", opt=ADMINS_ONLY, summary="Remove a probe", responses=_ERRORS)
+    @delete(
+        "/{probe_id:str}",
+        opt={**ADMINS_ONLY, **audited("probe.delete", target="probe_id")},
+        summary="Remove a probe",
+        responses=_ERRORS,
+    )
     async def remove(
         self,
         kb_id: FromPath[str],

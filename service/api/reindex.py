@@ -6,7 +6,9 @@ from litestar import post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
+from service.admission import admitted_as
 from service.api.hooks import rate_limited
+from service.audit import audited
 from service.auth import ADMINS_ONLY, Principal
 from service.errors import problem_responses
 from service.models import Reindexed
@@ -18,7 +20,7 @@ __all__ = ["reindex"]
 @post(
     "/knowledge-bases/{kb_id:str}/reindex",
     status_code=200,
-    opt=ADMINS_ONLY,
+    opt={**ADMINS_ONLY, **admitted_as("ingest"), **audited("knowledge_base.reindex", target="kb_id")},
     guards=[rate_limited("ingest")],
     tags=["knowledge bases"],
     summary="Embed every chunk again with the embedder the service uses now (after switching embedders)",

@@ -6,6 +6,7 @@ from litestar import post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
+from service.admission import admitted_as
 from service.api.hooks import rate_limited, require_json
 from service.auth import Principal
 from service.errors import problem_responses
@@ -20,6 +21,7 @@ __all__ = ["search"]
     status_code=200,
     guards=[rate_limited("search")],
     before_request=require_json,
+    opt=admitted_as("search"),
     tags=["search"],
     summary="The passages of a knowledge base that match a query, best first (no answer)",
     responses=problem_responses(400, 401, 403, 404, 409, 413, 415, 429, 503),

@@ -18,6 +18,7 @@ from service.cache import Cache, Lookup, normalize_question
 from service.chat.answers import AnswerDelta, AnswerRecord, encode_record
 from service.chat.quality import assess
 from service.chat.question import Question
+from service.limits import TokenBudgets
 from service.models import Passage
 from service.pricing import PriceTable
 from service.providers import (
@@ -47,9 +48,12 @@ class Answering:
         *,
         embedding_model: str,
         retrieval: str,
+        budgets: TokenBudgets,
     ) -> None:
-        """``retrieval``: what decides the passages besides the question (:attr:`Retriever.version`)."""
+        """``retrieval``: what decides the passages besides the question (:attr:`Retriever.version`);
+        ``budgets``: what a remote answerer's calls are checked and counted against."""
         self._answerer = answerer
+        self._budgets = budgets if is_remote(answerer) else None
         self._cache = cache
         self._telemetry = telemetry
         self._prices = prices
@@ -120,9 +124,11 @@ class Answering:
         rewriter = self._rewriter
         if not question.context or rewriter is None:
             return question
+        await self._check_budget(tenant_id)
         with self._call(tenant_id, question.text, REWRITE_GENERATION, step="rewrite") as call:
             rewritten = await rewriter.rewrite(question.text, question.context, REWRITE_GENERATION)
             self._describe(call, rewritten)
+        await self._spend(tenant_id, rewritten)
         return replace(question, text=rewritten.text, context=())
 
     def no_answer(self) -> Answer:
@@ -141,6 +147,7 @@ class Answering:
             yield AnswerDelta(answer.text)
             yield answer
             return
+        await self._check_budget(tenant_id)
         call = self._call(tenant_id, question, generation)
         upstream: AnswerStream | None = None
         try:
@@ -157,6 +164,8 @@ class Answering:
                 # Shielded: when the client went away this runs cancelled, yet the upstream call must close.
                 with anyio.CancelScope(shield=True):
                     await upstream.aclose()
+                    if upstream.result is not None:
+                        await self._spend(tenant_id, upstream.result)
                 if upstream.result is not None:
                     self._describe(call, upstream.result)
                     self._assess(call, tenant_id, asked, upstream.result, passages)
@@ -165,12 +174,23 @@ class Answering:
             yield upstream.result
 
     async def _answer(self, tenant_id: str, asked: Question, passages: Sequence[Passage]) -> Answer:
+        await self._check_budget(tenant_id)
         with self._call(tenant_id, asked.text, asked.generation) as call:
             answer = await self._answerer.answer(asked.text, passages, asked.generation)
             call.first_token()
             self._describe(call, answer)
             self._assess(call, tenant_id, asked, answer, passages)
+        await self._spend(tenant_id, answer)
         return answer
+
+    async def _check_budget(self, tenant_id: str) -> None:
+        """Refuse the call (429 ``budget-exceeded``) before it is made, once the tenant's day's tokens are spent."""
+        if self._budgets is not None:
+            await self._budgets.check(tenant_id)
+
+    async def _spend(self, tenant_id: str, answer: Answer) -> None:
+        if self._budgets is not None:
+            await self._budgets.spend(tenant_id, answer.input_tokens + answer.output_tokens)
 
     def _assess(
         self, call: GenAICall, tenant_id: str, asked: Question, answer: Answer, passages: Sequence[Passage]

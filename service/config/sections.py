@@ -75,6 +75,14 @@ class ServerSettings(msgspec.Struct, frozen=True, rename=variables("RAGWATCH_"))
     """TCP port of the API."""
     max_body_bytes: PositiveInt = 10 * 1024 * 1024
     """Largest request body accepted; larger ones are refused with 413 from their Content-Length."""
+    max_concurrent_requests: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 32
+    """Chat, search and ingestion requests one process serves at once; one more is refused at once with 503
+    ``overloaded`` and ``Retry-After`` rather than queued (health and metrics are never refused).
+
+    Sized for one process with the offline answerer, which is CPU bound in one event loop: on a 2-core machine
+    it answered about 21 uncached chats a second at 32 in flight (p99 2.6 s, half the 5.12 s latency objective)
+    and fewer at 64 (16 a second, p95 5.8 s): past 32, waiting requests only add latency. With a remote LLM,
+    where a chat mostly waits on the network, a process can take more; scale out with replicas first."""
 
 
 class AuthSettings(msgspec.Struct, frozen=True, rename=variables("RAGWATCH_JWT_")):
@@ -86,14 +94,6 @@ class AuthSettings(msgspec.Struct, frozen=True, rename=variables("RAGWATCH_JWT_"
     """PEM public key for RS*/PS*/ES* tokens."""
     jwks_url: str | None = None
     """JWKS endpoint for RS*/PS*/ES* tokens; keys are fetched by ``kid`` and cached."""
-    algorithms: tuple[str, ...] = ("HS256",)
-    """Accepted algorithms, comma separated. The token header never widens this list."""
-    issuer: str | None = None
-    """Required ``iss`` claim, when set."""
-    audience: str | None = None
-    """Required ``aud`` claim, when set."""
-    leeway_s: Annotated[int, msgspec.Meta(ge=0, le=300)] = 30
-    """Clock skew tolerated on ``exp``/``nbf``/``iat``."""
     jwks_cache_s: Annotated[int, msgspec.Meta(ge=1, le=86_400)] = 300
     """How long the key set fetched from ``jwks_url`` is used before it is fetched again (so how long a key the
     issuer withdraws may still verify tokens); while the JWKS cannot be fetched, the last set fetched stays in use."""
@@ -102,6 +102,14 @@ class AuthSettings(msgspec.Struct, frozen=True, rename=variables("RAGWATCH_JWT_"
     lacks (a rotated-in key, or a made-up one) triggers at most one refetch per this many seconds."""
     max_token_bytes: Annotated[int, msgspec.Meta(ge=1024, le=65_536)] = 16_384
     """Largest bearer token accepted; a larger one is refused (401) before any of it is decoded."""
+    algorithms: tuple[str, ...] = ("HS256",)
+    """Accepted algorithms, comma separated. The token header never widens this list."""
+    issuer: str | None = None
+    """Required ``iss`` claim, when set."""
+    audience: str | None = None
+    """Required ``aud`` claim, when set."""
+    leeway_s: Annotated[int, msgspec.Meta(ge=0, le=300)] = 30
+    """Clock skew tolerated on ``exp``/``nbf``/``iat``."""
     verified_cache_s: Annotated[int, msgspec.Meta(ge=0, le=300)] = 60
     """How long a verified token is trusted without checking its signature again (never past its ``exp``);
     0 verifies every request."""
@@ -116,6 +124,11 @@ class StorageSettings(msgspec.Struct, frozen=True, rename=variables("RAGWATCH_")
     """How stale another process's writes may look to this one, in seconds (at most 1)."""
     ann_index_min_rows: PositiveInt = 50_000
     """Chunk count from which an ANN vector index is built; below it, search is exact."""
+    cleanup_interval_s: Annotated[float, msgspec.Meta(ge=1, le=7 * 86_400)] = 1800.0
+    """Deleted documents and knowledge bases, and the old chunks of replaced documents, leave the LanceDB
+    directory within twice this many seconds (usually one interval and a few seconds): table versions older than
+    it are removed, and deleted rows are rewritten out of the data files at most once per interval (which
+    indexes the chunks table again). Keep it above the longest query: a read of a removed version fails."""
 
 
 class ProviderSettings(msgspec.Struct, frozen=True, rename=variables("RAGWATCH_")):
@@ -124,11 +137,6 @@ class ProviderSettings(msgspec.Struct, frozen=True, rename=variables("RAGWATCH_"
     feature hashing of words (what the tests use); ``openai``: an OpenAI-compatible embeddings API."""
     llm: Literal["extractive", "openai"] = "extractive"
     """``extractive``: offline answerer built from retrieved sentences; ``openai``: a chat completions API."""
-    cleanup_interval_s: Annotated[float, msgspec.Meta(ge=1, le=7 * 86_400)] = 1800.0
-    """Deleted documents and knowledge bases, and the old chunks of replaced documents, leave the LanceDB
-    directory within twice this many seconds (usually one interval and a few seconds): table versions older than
-    it are removed, and deleted rows are rewritten out of the data files at most once per interval (which
-    indexes the chunks table again). Keep it above the longest query: a read of a removed version fails."""
     llm_model: str = "gpt-4o-mini"
     """Chat model asked for when ``RAGWATCH_LLM=openai``."""
     embedding_model: str = "text-embedding-3-small"
@@ -139,7 +147,18 @@ class ProviderSettings(msgspec.Struct, frozen=True, rename=variables("RAGWATCH_"
     llm_timeout_s: PositiveFloat = 30.0
     """Timeout of one provider call, in seconds."""
     llm_max_retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 2
-    """Retries of a failed provider call (connection errors, 408, 429, 5xx) by the ``openai`` client."""
+    """Retries of a failed provider call (connection errors, timeouts, 408, 409, 429, 5xx), each drawn from the
+    retry budget (``RAGWATCH_LLM_RETRY_BUDGET``) and each admitted by the circuit breaker."""
+    llm_retry_budget: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.2
+    """Retries may be at most this share of the provider calls of the last 10 s (plus 3), so that retries never
+    multiply an outage's load on the provider; 0 leaves only those 3."""
+    llm_breaker_failures: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 5
+    """Consecutive failed calls (connection errors, timeouts, 408, 409, 429, 5xx) after which the provider's
+    circuit opens: calls then fail at once with 503 ``llm-provider-unavailable`` and ``Retry-After``. Chat and
+    embeddings have a circuit each, per process."""
+    llm_breaker_cooldown_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 30.0
+    """Seconds an open circuit stays open; then one trial call is let through, and its outcome closes the circuit
+    or opens it for another cool-down."""
     llm_max_output_tokens: PositiveInt = 512
     """Upper bound on the tokens of one answer."""
 
@@ -244,9 +263,15 @@ class RateLimitSettings(msgspec.Struct, frozen=True, rename=variables("RAGWATCH_
     tenant_per_hour: PositiveInt = 10_000
     """Requests all users of one tenant may make together per hour, on chat and on ingestion each."""
     overrides_file: str | None = None
-    """JSON ``{"tenant": {"tenant_per_minute": 6000, "per_minute": 120}}``: limits for particular tenants."""
+    """JSON ``{"tenant": {"tenant_per_minute": 6000, "per_minute": 120, "token_budget_per_day": 2000000}}``:
+    limits and token budgets for particular tenants."""
     failure_mode: Literal["open", "closed"] = "open"
-    """When Redis fails: ``open`` lets requests through, ``closed`` refuses them with 503."""
+    """When Redis fails: ``open`` lets requests through, ``closed`` refuses them with 503 (rate limits and
+    token budgets alike)."""
+    token_budget_per_day: PositiveInt | None = msgspec.field(default=None, name="RAGWATCH_TENANT_TOKEN_BUDGET_PER_DAY")
+    """LLM tokens (input and output, chat and embeddings) each tenant may spend per UTC day on an
+    OpenAI-compatible provider; beyond it, calls are refused with 429 ``budget-exceeded`` until 00:00 UTC.
+    Unset: unlimited. Per tenant: ``token_budget_per_day`` in the overrides file."""
 
 
 class TelemetrySettings(msgspec.Struct, frozen=True, rename=variables("RAGWATCH_")):

@@ -4,8 +4,10 @@
 - :mod:`~service.limits.counters`: the atomic check-and-count, in Redis (one Lua script) or in this process.
 - :mod:`~service.limits.overrides`: per-tenant limits from a file.
 - :mod:`~service.limits.limiter`: :class:`RateLimiter`, which decides a request and reports it.
+- :mod:`~service.limits.budgets`: :class:`TokenBudgets`, each tenant's LLM tokens per day.
 """
 
+from service.limits.budgets import TokenBudgets
 from service.limits.counters import Counters, MemoryCounters, RedisCounters
 from service.limits.limiter import RateLimiter
 from service.limits.overrides import Override, load_overrides
@@ -19,6 +21,7 @@ __all__ = [
     "Override",
     "RateLimiter",
     "RedisCounters",
+    "TokenBudgets",
     "Window",
     "load_overrides",
 ]

@@ -21,6 +21,7 @@ class Override(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     per_hour: Limit | None = None
     tenant_per_minute: Limit | None = None
     tenant_per_hour: Limit | None = None
+    token_budget_per_day: Limit | None = None
 
 
 def load_overrides(path: str | None) -> dict[str, Override]:

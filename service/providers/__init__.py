@@ -23,6 +23,7 @@ from service.providers.base import (
 from service.providers.extractive import NO_ANSWER, ExtractiveAnswerer
 from service.providers.offline import HashingEmbedder
 from service.providers.openai import OpenAIAnswerer, OpenAIEmbedder
+from service.providers.resilience import CircuitBreaker, ProviderGuard, RetryBudget
 from service.providers.wordllama import WORDLLAMA_WIDTH, WordLlamaEmbedder
 from telemetry import Telemetry
 from telemetry.http import instrument_http_client
@@ -81,19 +82,47 @@ def build_providers(settings: Settings, telemetry: Telemetry | None = None) -> P
     width = chosen.embedding_dimensions
     embedder: Embedder
     if client is not None and chosen.embedder == "openai":
-        embedder = OpenAIEmbedder(client, chosen.embedding_model, width or DEFAULT_WIDTH)
+        embedder = OpenAIEmbedder(
+            client, chosen.embedding_model, width or DEFAULT_WIDTH, _guard(settings, "embeddings", telemetry)
+        )
     elif chosen.embedder == "hashing":
         embedder = HashingEmbedder(width or DEFAULT_WIDTH)
     else:
         embedder = WordLlamaEmbedder(width or WORDLLAMA_WIDTH)
     answerer: Answerer = (
-        OpenAIAnswerer(client, chosen.llm_model, chosen.llm_max_output_tokens)
+        OpenAIAnswerer(client, chosen.llm_model, chosen.llm_max_output_tokens, _guard(settings, "chat", telemetry))
         if client is not None and chosen.llm == "openai"
         else ExtractiveAnswerer(
             embedder.embed_sync if isinstance(embedder, WordLlamaEmbedder | HashingEmbedder) else None
         )
     )
     return Providers(embedder=embedder, answerer=answerer, client=client)
+
+
+def _guard(settings: Settings, operation: str, telemetry: Telemetry | None) -> ProviderGuard:
+    """The circuit breaker and retry budget of one operation (``chat``, ``embeddings``) of the provider."""
+    chosen = settings.providers
+    labels = {"provider": "openai", "operation": operation}
+    if telemetry is None:
+        return ProviderGuard(
+            CircuitBreaker(chosen.llm_breaker_failures, chosen.llm_breaker_cooldown_s),
+            RetryBudget(chosen.llm_retry_budget),
+            chosen.llm_max_retries,
+        )
+    instruments = telemetry.instruments
+    instruments.llm_circuit_open.set(0, labels)  # the series from the first scrape
+    for outcome in ("retried", "over_budget"):
+        instruments.llm_retries.add(0, {**labels, "outcome": outcome})
+    return ProviderGuard(
+        CircuitBreaker(
+            chosen.llm_breaker_failures,
+            chosen.llm_breaker_cooldown_s,
+            on_change=lambda is_open: instruments.llm_circuit_open.set(int(is_open), labels),
+        ),
+        RetryBudget(chosen.llm_retry_budget),
+        chosen.llm_max_retries,
+        on_retry=lambda outcome: instruments.llm_retries.add(1, {**labels, "outcome": outcome}),
+    )
 
 
 def _openai_client(settings: Settings, telemetry: Telemetry | None) -> AsyncOpenAI:
@@ -107,5 +136,5 @@ def _openai_client(settings: Settings, telemetry: Telemetry | None) -> AsyncOpen
         api_key=key.reveal() if key is not None else "unused",
         base_url=settings.openai.base_url,
         timeout=settings.providers.llm_timeout_s,
-        max_retries=settings.providers.llm_max_retries,
+        max_retries=0,  # retries are the guards' (_guard): admitted by the circuit breaker, from the retry budget
     )

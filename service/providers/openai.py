@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import email.utils
 import math
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import numpy as np
@@ -32,8 +32,11 @@ from service.providers.base import (
     count_tokens,
     normalize_rows,
 )
+from service.providers.resilience import ProviderGuard
 
 __all__ = ["REWRITE_PROMPT", "OpenAIAnswerer", "OpenAIEmbedder", "provider_errors"]
+
+T = TypeVar("T")
 
 REWRITE_PROMPT = (
     "Rewrite the user's follow-up question as one standalone question that can be understood without the "
@@ -53,7 +56,8 @@ def _translate(exc: openai.OpenAIError) -> RagwatchError:
         headers = {"Retry-After": retry_after} if retry_after is not None else None
         return ProviderRateLimited("The LLM provider refused the call with 429.", headers=headers)
     if isinstance(exc, openai.APIStatusError):
-        return ProviderError(f"The LLM provider answered {exc.status_code}.")
+        status = exc.status_code
+        return ProviderError(f"The LLM provider answered {status}.", transient=status in (408, 409) or status >= 500)
     return ProviderError(f"The LLM provider's reply could not be used ({type(exc).__name__}).")
 
 
@@ -89,21 +93,34 @@ async def provider_errors() -> AsyncIterator[None]:
         raise ProviderError(f"The LLM provider's reply could not be used ({type(exc).__name__}).") from exc
 
 
+async def _guarded(guard: ProviderGuard, attempt: Callable[[], Awaitable[T]]) -> T:
+    """``attempt()`` with its errors translated, admitted, retried and counted by ``guard``."""
+
+    async def translated() -> T:
+        async with provider_errors():
+            return await attempt()
+
+    return await guard.call(translated)
+
+
 class OpenAIEmbedder:
     provider = "openai"
 
-    def __init__(self, client: AsyncOpenAI, model: str, dimensions: int) -> None:
+    def __init__(self, client: AsyncOpenAI, model: str, dimensions: int, guard: ProviderGuard) -> None:
         self._client = client
+        self._guard = guard
         self.model = model
         self.dimensions = dimensions
         # Only the text-embedding-3 family can shorten its vectors; other servers may reject the argument.
         self._extra: dict[str, Any] = {"dimensions": dimensions} if model.startswith("text-embedding-3") else {}
 
     async def embed(self, texts: Sequence[str]) -> Vectors:
-        async with provider_errors():
-            reply = await self._client.embeddings.create(
+        reply = await _guarded(
+            self._guard,
+            lambda: self._client.embeddings.create(
                 model=self.model, input=list(texts), encoding_format="float", **self._extra
-            )
+            ),
+        )
         try:
             rows = sorted(reply.data, key=lambda item: item.index)
             vectors = np.asarray([row.embedding for row in rows], dtype=np.float32)
@@ -120,8 +137,11 @@ class OpenAIEmbedder:
 class OpenAIAnswerStream:
     """Deltas of a streamed chat completion; closing it closes the upstream HTTP response."""
 
-    def __init__(self, stream: AsyncStream[ChatCompletionChunk], model: str, prompt_tokens: int) -> None:
+    def __init__(
+        self, stream: AsyncStream[ChatCompletionChunk], model: str, prompt_tokens: int, guard: ProviderGuard
+    ) -> None:
         self._stream = stream
+        self._guard = guard
         self._model = model
         self._prompt_tokens = prompt_tokens
         self.result: Answer | None = None
@@ -132,16 +152,20 @@ class OpenAIAnswerStream:
         model = self._model
         usage = None
         response_id: str | None = None
-        async with provider_errors():
-            async for chunk in self._stream:
-                model = chunk.model or model
-                usage = chunk.usage or usage
-                response_id = chunk.id or response_id
-                for choice in chunk.choices:
-                    finish_reason = choice.finish_reason or finish_reason
-                    if choice.delta.content:
-                        parts.append(choice.delta.content)
-                        yield choice.delta.content
+        try:
+            async with provider_errors():
+                async for chunk in self._stream:
+                    model = chunk.model or model
+                    usage = chunk.usage or usage
+                    response_id = chunk.id or response_id
+                    for choice in chunk.choices:
+                        finish_reason = choice.finish_reason or finish_reason
+                        if choice.delta.content:
+                            parts.append(choice.delta.content)
+                            yield choice.delta.content
+        except ProviderError as exc:
+            self._guard.failed_midway(exc)
+            raise
         text = "".join(parts)
         self.result = Answer(
             text=text,
@@ -160,8 +184,9 @@ class OpenAIAnswerer:
     provider = "openai"
     version = "1"  # the prompt's own version is part of the answer-cache key besides this
 
-    def __init__(self, client: AsyncOpenAI, model: str, max_output_tokens: int) -> None:
+    def __init__(self, client: AsyncOpenAI, model: str, max_output_tokens: int, guard: ProviderGuard) -> None:
         self._client = client
+        self._guard = guard
         self.model = model
         self._max_tokens = max_output_tokens
 
@@ -204,8 +229,9 @@ class OpenAIAnswerer:
         return msgspec.structs.replace(answer, text=answer.text.strip() or question)
 
     async def _complete(self, messages: list[ChatCompletionMessageParam], prompt_tokens: int, **options: Any) -> Answer:
-        async with provider_errors():
-            reply = await self._client.chat.completions.create(model=self.model, messages=messages, **options)
+        reply = await _guarded(
+            self._guard, lambda: self._client.chat.completions.create(model=self.model, messages=messages, **options)
+        )
         if not reply.choices:
             raise ProviderError("The LLM provider returned no choices.")
         choice = reply.choices[0]
@@ -223,15 +249,14 @@ class OpenAIAnswerer:
         self, question: str, passages: Sequence[Passage], generation: Generation = DEFAULT_GENERATION
     ) -> OpenAIAnswerStream:
         messages = self._messages(question, passages)
-        async with provider_errors():
-            stream = await self._client.chat.completions.create(
-                model=self.model,
-                messages=messages,
-                stream=True,
-                stream_options={"include_usage": True},
-                **self._options(generation),
-            )
-        return OpenAIAnswerStream(stream, self.model, _prompt_tokens(question, passages))
+        options = self._options(generation)
+        stream = await _guarded(
+            self._guard,
+            lambda: self._client.chat.completions.create(
+                model=self.model, messages=messages, stream=True, stream_options={"include_usage": True}, **options
+            ),
+        )
+        return OpenAIAnswerStream(stream, self.model, _prompt_tokens(question, passages), self._guard)
 
 
 def _prompt_tokens(question: str, passages: Sequence[Passage]) -> int:

@@ -27,7 +27,16 @@ logger = logging.getLogger("ragwatch.redis")
 PROBE_INTERVAL_S = 0.5
 REDIS_ERRORS = (RedisError, OSError, TimeoutError)
 """What a Redis call raises when Redis fails: refused, reset, timed out, or an error reply."""
-REDIS_OPERATIONS = ("cache", "ratelimit", "active_tenants", "conversations", "idempotency", "answers", "probes")
+REDIS_OPERATIONS = (
+    "cache",
+    "ratelimit",
+    "active_tenants",
+    "conversations",
+    "idempotency",
+    "answers",
+    "probes",
+    "budgets",
+)
 """The ``operation`` label values of ``rag_redis_errors_total``: every guarded caller."""
 
 

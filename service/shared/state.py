@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from service.cache import CacheBackend, MemoryCacheBackend, RedisCacheBackend
 from service.config import Settings
 from service.limits import Counters, MemoryCounters, RedisCounters
+from service.limits.budgets import MemoryLedger, RedisLedger, TokenLedger
 from service.shared.activity import ActivityPublisher
 from service.shared.health import RedisHealth
 from service.shared.records import MemoryRecords, Records, RedisRecords
@@ -30,6 +31,8 @@ class SharedState:
     answers: Records
     """Which answer each trace is (for feedback): many small entries; with ``memory://``, a store of their own,
     so a busy process never pushes conversations or idempotency keys out."""
+    ledger: TokenLedger = field(default_factory=MemoryLedger)
+    """Each tenant's LLM tokens of the day, for the token budgets."""
     activity: ActivityPublisher | None = None
 
     async def ping(self) -> None:
@@ -80,6 +83,7 @@ def open_shared_state(settings: Settings, telemetry: Telemetry) -> SharedState:
         redis=client,
         records=RedisRecords(client, health),
         answers=RedisRecords(client, health),
+        ledger=RedisLedger(client),
         activity=ActivityPublisher(client, health, telemetry),
     )
 

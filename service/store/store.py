@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import lancedb
@@ -41,6 +42,8 @@ from telemetry import Telemetry, db_query, disabled_telemetry
 __all__ = ["Store"]
 
 
+KB_SCOPED_TABLES = ("probes", "feedback")
+"""Tables of other services whose rows belong to one knowledge base: deleted with it (:meth:`Store.delete_kb`)."""
 REEMBED_BATCH = 1024
 """Chunks re-embedded and written per commit by :meth:`Store.reembed`."""
 
@@ -138,7 +141,8 @@ class Store:
 
     async def table(self, name: str, schema: Any) -> Any:
         """The table ``name`` of the same database, created with ``schema`` if it is not there (the small
-        tables of other services: feedback, probes), kept by the background upkeep like the others."""
+        tables of other services: feedback, probes), kept by the background upkeep like the others; those of
+        :data:`KB_SCOPED_TABLES` have ``tenant_id`` and ``kb_id`` columns and go with their knowledge base."""
         table = await self._db.create_table(name, schema=schema, exist_ok=True)
         self._opened.maintenance.keep(table)
         return table
@@ -196,9 +200,17 @@ class Store:
 
     async def delete_kb(self, tenant_id: str, kb_id: str) -> None:
         """Delete the knowledge base first, so it is gone for every reader, then its chunks (chunks a crash left
-        in between are deleted by the next process's upkeep)."""
+        in between are deleted by the next process's upkeep), then its rows in the tables of other services
+        (its probes, the feedback on its answers)."""
+        scope = kb_filter(tenant_id, kb_id)
         await self._kbs.delete(kb_filter(tenant_id, kb_id, column="id"))
-        await self._chunks.delete(kb_filter(tenant_id, kb_id))
+        await self._chunks.delete(scope)
+        for name in KB_SCOPED_TABLES:
+            try:
+                table = await self._db.open_table(name)
+            except ValueError:  # not created yet: no probe or feedback was ever stored
+                continue
+            await retried(partial(table.delete, scope))
         self._opened.maintenance.schedule(deleted=True)  # erased from disk within the clean-up interval
 
     async def reembed(

@@ -51,6 +51,7 @@ SERVICE_ENV = {
     "RAGWATCH_EMBEDDER": "hashing",
     "RAGWATCH_REDIS_TIMEOUT_S": "5",  # slow on purpose, not down: no command may time out
     "RAGWATCH_READ_CONSISTENCY_S": "0",  # no second generation renewal after ingestion to turn hits into misses
+    "RAGWATCH_MAX_CONCURRENT_REQUESTS": "1000",  # every storm's chat is served: none may be shed
 }
 CAUGHT_REDIS_ERRORS = ("ragwatch.cache", "ragwatch.redis")
 """Loggers whose errors mean a reply reached the wrong caller (the cache's key check) or Redis failed."""

@@ -164,3 +164,23 @@ def test_while_redis_is_down_feedback_is_a_503(tmp_path: Path, own_redis: RedisS
         response = client.post("/v1/feedback", json={"trace_id": trace_id, "rating": "up"})
 
     assert_problem(response, 503, "shared-state-unavailable")
+
+
+def test_deleting_a_knowledge_base_deletes_its_probes_and_the_feedback_on_its_answers(tmp_path: Path) -> None:
+    with live_server(make_settings(tmp_path)) as server, server.client(auth()) as client:
+        kept, deleted = create_kb(client, "kept"), create_kb(client, "deleted")
+        for kb_id in (kept, deleted):
+            ingest(client, kb_id, title="Handbook", text=HANDBOOK)
+            trace_id = answer(client, kb_id)["trace_id"]
+            assert client.post("/v1/feedback", json={"trace_id": trace_id, "rating": "up"}).status_code == 201
+            probe = {"question": QUESTION, "expect": {"contains": "twenty-five"}}
+            assert client.post(f"/v1/knowledge-bases/{kb_id}/probes", json=probe).status_code == 201
+        assert client.delete(f"/v1/knowledge-bases/{deleted}").status_code == 204
+
+    database = lancedb.connect(tmp_path / "lancedb")
+    left = {
+        name: {row["kb_id"] for row in database.open_table(name).to_arrow().to_pylist()}
+        for name in ("probes", "feedback")
+    }
+
+    assert left == {"probes": {kept}, "feedback": {kept}}

@@ -145,6 +145,25 @@ def test_deletes_answer_204_without_a_body(spec: JsonObject) -> None:
         assert not responses["204"].get("content")
 
 
+def test_answers_that_can_stream_document_their_event_stream_beside_json(spec: JsonObject) -> None:
+    """Found by fuzzing: a streamed answer was ``text/event-stream`` where the document promised JSON only."""
+    for path in ("/v1/chat", "/v1/chat/completions"):
+        content = spec["paths"][path]["post"]["responses"]["200"]["content"]
+        assert set(content) == {"application/json", "text/event-stream"}, path
+        event = content["text/event-stream"]["schema"]
+        assert event["type"] == "object"
+        assert event["required"] == ["data"]
+        assert set(event["properties"]) == {"event", "data"}
+
+
+def test_metrics_are_documented_as_the_prometheus_text_format(spec: JsonObject) -> None:
+    """Found by fuzzing: ``/metrics`` was documented as JSON."""
+    content = spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+
+    assert [media_type.split(";")[0] for media_type in content] == ["text/plain"]
+    assert content[next(iter(content))]["schema"] == {"type": "string"}
+
+
 def test_readiness_documents_its_503(spec: JsonObject) -> None:
     response = spec["paths"]["/health/ready"]["get"]["responses"]["503"]
 

@@ -434,6 +434,7 @@ def two_processes(
             RAGWATCH_RATE_LIMIT_TENANT_PER_HOUR=str(HUGE),
             RAGWATCH_JWT_SECRET=JWT_SECRET,
             RAGWATCH_LOG_LEVEL="WARNING",
+            RAGWATCH_MAX_CONCURRENT_REQUESTS=str(2 * BURST_LIMIT),  # the limiter, not load shedding, decides
         ) as processes,
         ExitStack() as stack,
     ):

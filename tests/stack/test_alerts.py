@@ -356,9 +356,10 @@ def test_every_inhibition_rule_names_real_alerts_and_its_equal_labels_exist_on_b
         ("RedisDown", {"AnswerCacheHitRatioCollapse", "RateLimiterFailingOpen", "RateLimitRefusalSurge"}),
         ("OtelCollectorDown", {"TelemetryExportFailing", "TelemetryDropped", "OtelCollectorExportFailing"}),
         ("ServiceDown", {"GoldenQuestionFailing", "NegativeFeedbackHigh", "NoAnswerShareJump"}),
-        ("MetricsAbsent", {"AnswerGroundednessLow"}),
+        ("MetricsAbsent", {"AnswerGroundednessLow", "RequestsShed"}),
         ("LanceDbDown", {"GoldenQuestionFailing"}),
         ("LlmProviderErrors", {"GoldenQuestionFailing"}),
+        ("LlmCircuitOpen", {"LlmProviderErrors", "GoldenQuestionFailing"}),
     ],
 )
 def test_a_cause_mutes_its_symptoms(source: str, muted: set[str]) -> None:

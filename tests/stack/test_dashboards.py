@@ -381,6 +381,9 @@ def test_each_dashboard_shows_what_it_is_for() -> None:
             "rag_dependency_up",
             "http_server_active_requests",
             "otel_sdk_processor_span_queue_size",
+            "sum by (action) (rate(rag_requests_shed_total",
+            "rag_requests_in_flight",
+            "rag_requests_capacity",
         ],
         "rag-pipeline.json": [
             'gen_ai_client_operation_duration_seconds_bucket{job="ragwatch"',

@@ -39,6 +39,10 @@ RULES = Path(__file__).resolve().parents[2] / "alerts" / "rules"
 NOT_RAGWATCHS = {
     "up": "written by Prometheus itself",
     "http_client_request_duration_seconds_bucket": "only with an OpenAI-compatible provider (its HTTP calls)",
+    "rag_llm_circuit_open": "only with an OpenAI-compatible provider (tests/service/test_circuit_breaker.py)",
+    "rag_llm_retries_total": "only with an OpenAI-compatible provider (tests/service/test_circuit_breaker.py)",
+    "rag_tenant_tokens_used": "only with a token budget and such a provider (tests/service/test_token_budgets.py)",
+    "rag_tenant_token_budget": "only with a token budget and such a provider (tests/service/test_token_budgets.py)",
 }
 """Series a rule or panel reads that no ragwatch process with the offline default writes."""
 OFFLINE_MODELS = {("ragwatch", "extractive"), ("ragwatch", "hashing-384")}

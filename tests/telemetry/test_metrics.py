@@ -172,12 +172,13 @@ def _script(client: httpx.Client, *, full: bool, fail_next_chat: object) -> list
 @pytest.fixture(scope="module")
 def traffic(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer) -> Traffic:
     """The service with OpenAI-compatible providers, Redis (a database of its own, so that no other test's
-    tenants count as active) and a dead OTLP endpoint, after traffic on every path."""
+    tenants count as active), a token budget and a dead OTLP endpoint, after traffic on every path."""
     with exporting_to_nowhere(), running_fake_openai() as fake:
         settings = make_settings(
             tmp_path_factory.mktemp("metrics"),
             **fake_openai_env(fake.base_url, RAGWATCH_METRICS_TENANT_LIMIT=str(TENANT_LIMIT)),
             RAGWATCH_PROBE_INTERVAL_S="1",
+            RAGWATCH_TENANT_TOKEN_BUDGET_PER_DAY="100000000",  # never reached, but its gauges are served
             RAGWATCH_REDIS_URL=redis_server.url.removesuffix("/0") + "/7",
         )
         raw_ids: list[str] = []

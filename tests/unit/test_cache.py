@@ -10,11 +10,13 @@ from service.cache import Cache, MemoryCacheBackend, normalize_question
 from service.cache.entries import Entry, decode_entry, encode_entry, is_mget_reply
 from service.cache.keys import entry_keys, generation_key
 from service.chat import Answering, Question
-from service.config import CacheSettings
+from service.config import CacheSettings, RateLimitSettings
+from service.limits import TokenBudgets
+from service.limits.budgets import MemoryLedger
 from service.pricing import load_prices
 from service.providers.extractive import ExtractiveAnswerer
 from service.shared.health import RedisHealth
-from telemetry import disabled_telemetry
+from telemetry import Telemetry, disabled_telemetry
 
 QUESTION = ["how many vacation days?", "5", "hashing-384"]
 
@@ -198,6 +200,11 @@ async def test_the_in_process_backend_drops_the_least_recently_used_entries_past
     assert await backend.get_many(["a", "b", "c"]) == [b"a", None, b"c"]
 
 
+def unlimited(telemetry: Telemetry) -> TokenBudgets:
+    """Token budgets as the defaults set them: none."""
+    return TokenBudgets(MemoryLedger(), RateLimitSettings(), {}, telemetry, RedisHealth(None, telemetry))
+
+
 def test_an_answerer_that_answers_differently_now_reads_other_answer_keys() -> None:
     """A deploy that changes how answers are made never serves the answers of the previous behaviour."""
 
@@ -213,6 +220,7 @@ def test_an_answerer_that_answers_differently_now_reads_other_answer_keys() -> N
             load_prices(None),
             embedding_model="hashing-384",
             retrieval="hashing-384/0.2",
+            budgets=unlimited(telemetry),
         )
         return answering.read_keys("acme", Question("kb1", "How many vacation days?", 5))
 
@@ -223,13 +231,15 @@ def test_retrieval_that_finds_differently_now_reads_other_answer_keys() -> None:
     """A new fusion weight or similarity threshold never serves answers built on the passages found before."""
 
     def keys(retrieval: str) -> list[str]:
+        telemetry = disabled_telemetry()
         answering = Answering(
             ExtractiveAnswerer(),
             make_cache(),
-            disabled_telemetry(),
+            telemetry,
             load_prices(None),
             embedding_model="hashing-384",
             retrieval=retrieval,
+            budgets=unlimited(telemetry),
         )
         return answering.read_keys("acme", Question("kb1", "How many vacation days?", 5))
 

@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
 
-from telemetry.sampling import KeptTraceExemplars, TraceSampler, in_share
+from telemetry.sampling import AUDIT_EVENT, KeptTraceExemplars, TraceSampler, in_share
 
 
 class Pipeline:
@@ -222,3 +222,16 @@ def test_a_record_about_an_earlier_trace_leaves_whatever_that_trace_became() -> 
 
     assert pipeline.logged_traces() == [answered]
     assert feedback.get_span_context().trace_id not in pipeline.traces()  # the feedback request itself: dropped
+
+
+def test_an_audit_record_leaves_even_when_its_trace_is_dropped() -> None:
+    """An audit trail with gaps is none: a ``ragwatch.audit`` event is not its trace's to keep or drop."""
+    pipeline = Pipeline(share=0.0)
+    with pipeline.tracer.start_as_current_span("DELETE /v1/knowledge-bases/{kb_id}") as root:
+        pipeline.logger.emit(
+            LogRecord(body="knowledge_base.delete success", severity_number=SeverityNumber.INFO, event_name=AUDIT_EVENT)
+        )
+        pipeline.logger.emit(LogRecord(body="DELETE /v1/knowledge-bases 204", severity_number=SeverityNumber.INFO))
+
+    assert pipeline.logged_traces() == [root.get_span_context().trace_id]  # the audit record, not the access one
+    assert root.get_span_context().trace_id not in pipeline.traces()
