@@ -125,6 +125,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer) -
         "OTEL_EXPORTER_OTLP_TIMEOUT": "0.5",
         "OTEL_METRIC_EXPORT_INTERVAL": "1000",
         "RAGWATCH_PROBE_INTERVAL_S": "1",
+        # The outage below is the error-ratio path (a 502 each, the availability page, the provider ticket); an
+        # open circuit's own page (LlmCircuitOpen) waits 2 minutes and has promtool tests.
+        "RAGWATCH_LLM_BREAKER_FAILURES": str(LLM_FAILURES + 1),
+        "RAGWATCH_TENANT_TOKEN_BUDGET_PER_DAY": "1000000000",  # never reached; its panel has data
     }
     with (
         running_fake_openai() as fake,

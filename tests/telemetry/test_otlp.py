@@ -553,6 +553,9 @@ def test_by_default_every_error_trace_is_exported_whole_and_a_tenth_of_the_cache
             **openai_env(fake.base_url, RAGWATCH_EMBEDDER="hashing"),
             "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
             "RAGWATCH_RATE_LIMIT_ENABLED": "false",
+            # Cached hits never call the provider, so the burst's failures are consecutive: every one must reach
+            # it here (the circuit breaker has tests of its own).
+            "RAGWATCH_LLM_BREAKER_FAILURES": "1000",
         }
         with ragwatch_serve(tmp_path, **env) as served, served.client(auth()) as client:
             kb_id = create_kb(client, "handbook")
