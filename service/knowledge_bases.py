@@ -89,8 +89,11 @@ class KnowledgeBases:
 
     async def _lookup(self, tenant_id: str, kb_id: str) -> KnowledgeBaseRecord | None:
         key = (tenant_id, kb_id)
-        if self._found is not None and key in self._found:
-            return self._found[key]
+        if self._found is not None:
+            try:  # one read: an entry found by `in` may expire before it is read (a 500 the soak found)
+                return self._found[key]
+            except KeyError:
+                pass
         record = await self._store.get_kb(tenant_id, kb_id)
         if self._found is not None:
             self._found[key] = record

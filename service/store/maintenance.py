@@ -31,12 +31,14 @@ import logging
 import time
 from collections.abc import Sequence
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import lancedb
 import pyarrow as pa
 
 from service.store.erasure import delete_orphans, rewrite_deleted_rows
+from service.store.writes import retried
 
 __all__ = ["COMMITS_PER_RUN", "DUTY_FACTOR", "QUIET_S", "IndexMaintenance"]
 
@@ -212,8 +214,10 @@ class IndexMaintenance:
             return None
 
     async def _optimize(self, rows: int) -> Any:
+        """Each table's ``optimize``, tried again while concurrent writes preempt its compaction (under a steady
+        stream of replacements every run was preempted, so fragments piled up and memory grew with them)."""
         logger.info("LanceDB maintenance: optimizing %d chunks", rows)
-        stats = await self._chunks.optimize(cleanup_older_than=self._cleanup_after)
+        stats = await retried(partial(self._chunks.optimize, cleanup_older_than=self._cleanup_after))
         for table in self._tables[1:]:
-            await table.optimize(cleanup_older_than=self._cleanup_after)
+            await retried(partial(table.optimize, cleanup_older_than=self._cleanup_after))
         return stats
