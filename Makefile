@@ -89,6 +89,12 @@ bench: $(STAMP)
 	$(SYNC) --extra bench
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
+## soak: 10 min of chat, search and ingestion at 70 % of capacity, Redis restarted half-way: bench/results/soak.json; SOAK_ARGS="--minutes 1"
+soak: $(STAMP)
+	@bash tests/ensure-system-deps.sh $(BENCH_PROGRAMS)
+	$(SYNC) --extra bench
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
+
 ## eval: retrieval quality on a BEIR dataset through the service (DATASET=folder, default SciFact beside the clone)
 DATASET ?= ../shared/datasets/scifact
 eval: $(STAMP)

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 Op = Literal[">=", "<=", "=="]
+SOAK_JSON = Path(__file__).resolve().parent / "results" / "soak.json"
+"""What ``make soak`` last measured: a section of the report when it is there."""
 
 
 @dataclass
@@ -103,7 +105,13 @@ def _json_default(value: Any) -> Any:
     raise TypeError(type(value).__name__)
 
 
-def markdown(meta: dict[str, Any], figures: list[Figure], targets: list[Target], details: dict[str, Any]) -> str:
+def markdown(
+    meta: dict[str, Any],
+    figures: list[Figure],
+    targets: list[Target],
+    details: dict[str, Any],
+    soak_path: Path = SOAK_JSON,
+) -> str:
     machine = meta["machine"]
     lines = [
         f"Run of {meta['date']} ({meta['mode']} mode, {meta['duration_s']:.0f} s): {machine['cpu_model']}, "
@@ -148,7 +156,84 @@ def markdown(meta: dict[str, Any], figures: list[Figure], targets: list[Target],
     if implementations:
         used = ", ".join(f"{name}: {v['loop']}/{v['http']}" for name, v in implementations.items())
         lines += ["", f"Event loop / HTTP parser per server: {used}."]
+    lines += soak_section(soak_path)
     return "\n".join(lines) + "\n"
+
+
+def _count(value: float | None, unit: str = "") -> str:
+    """A whole number as one (``12``, ``3 responses``), anything else as :func:`_fmt` shows it."""
+    if isinstance(value, int | float) and not math.isnan(value) and float(value).is_integer():
+        singular = value == 1 and len(unit) > 2 and unit.endswith("s")
+        return f"{int(value):,} {unit[:-1] if singular else unit}".strip()
+    return _fmt(value, unit)
+
+
+def soak_section(path: Path) -> list[str]:
+    """The last ``make soak`` (``bench/results/soak.json``) as markdown lines; one line when there is none."""
+    if not path.exists():
+        return ["", "**Soak.** None recorded yet: `make soak` writes `bench/results/soak.json` and this section."]
+    soak = json.loads(path.read_text())
+    meta, plan, summary, restart = soak["meta"], soak["plan"], soak["summary"], soak["redis_restart"]
+    shares = ", ".join(f"{kind} {share:.0%}" for kind, share in soak["mix"]["shares"].items())
+    up = restart.get("service_reports_redis_up_after_s")
+    lines = [
+        "",
+        f"**Soak** (`make soak`, {meta['date']}, {plan['minutes']:g} min): one `ragwatch serve` under a mix of "
+        f"{shares} at {soak['rate']:,.0f} req/s, {plan['load_share']:.0%} of the "
+        f"{soak['capacity']['requests_per_s']:,.0f} req/s a closed-loop burst of the same mix reached at the start; "
+        "redis-server stopped "
+        f"{restart.get('stopped_at_s', 0):.0f} s in for {restart.get('outage_s', 0):.0f} s, and the service used it "
+        f"again {'never' if up is None else f'{up:.1f} s'} after its restart, by itself. RSS is compared after the "
+        "warm-up, not from the process's start.",
+        "",
+        "| Soak target | Measured | Status |",
+        "|---|---|---|",
+    ]
+    for found in soak["targets"]:
+        measured = float("nan") if found["measured"] is None else found["measured"]
+        target = Target(found["id"], found["text"], measured, found["op"], found["threshold"], found["unit"])
+        status = {True: "met", False: "**missed**", None: "not measured"}[target.met]
+        lines.append(f"| {target.text} | {_count(target.measured, target.unit)} | {status} |")
+    rows = [
+        ("RSS, median of the first and the last minute (MiB)", "rss_first_minute_median_mib",
+         "rss_last_minute_median_mib"),
+        ("RSS, first and last sample (MiB)", "rss_start_mib", "rss_end_mib"),
+        ("Open file descriptors", "open_fds_start", "open_fds_end"),
+        ("Threads", "threads_start", "threads_end"),
+        ("Redis client connections", "redis_clients_start", "redis_clients_end"),
+        ("LanceDB data files of the chunks table", "store_data_files_start", "store_data_files_end"),
+    ]  # fmt: skip
+    lines += ["", "| Soak, sampled every 10 s | Start | End |", "|---|---|---|"]
+    lines += [f"| {label} | {_count(summary.get(a))} | {_count(summary.get(b))} |" for label, a, b in rows]
+    errors = soak["errors"]
+    period = "Minute" if plan["slice_s"] == 60 else f"{plan['slice_s']:g} s"
+    expected = "; ".join(
+        f"{route}: " + ", ".join(f"{n} × {status}" for status, n in statuses.items())
+        for route, statuses in errors["expected_in_outage"].items()
+    )
+    lines += [
+        "",
+        f"Statuses: {', '.join(f'{n:,} × {status}' for status, n in errors['by_status'].items())}. During the outage, "
+        f"as README's “When Redis fails” says: {expected or 'none'}. Unexpected: {errors['unexpected_5xx']} 5xx "
+        f"({errors['status_500']} of them 500), {errors['unexpected_4xx']} 4xx; {summary['unanswered']:,} of "
+        f"{summary['requests']:,} requests unanswered by the service's own count, {summary['shed']:.0f} shed.",
+        "",
+        f"| {period} | Requests/s | p50 (ms) | p99 (ms) | Non-2xx | Others on the server core |",
+        "|---|---|---|---|---|---|",
+    ]
+    for minute in soak["slices"]:
+        latency = minute["latency_ms"]
+        lines.append(
+            f"| {minute['slice'] + 1} | {_fmt(minute['achieved_rate'])} | {_fmt(latency['p50'])} | "
+            f"{_fmt(latency['p99'])} | {minute['non_2xx']} | {minute['others_on_server_core_share']:.0%} |"
+        )
+    compared = summary["p99_minutes_compared"]
+    lines += [
+        "",
+        f"p99 drift: {_fmt(summary['p99_first_ms'], 'ms')} (mean p99 of the first {compared} row(s) above), "
+        f"{_fmt(summary['p99_last_ms'], 'ms')} (the last {compared}): {_fmt(summary['p99_drift'], 'x')}.",
+    ]
+    return lines
 
 
 def chart(path: Path, figures: list[Figure], targets: list[Target], details: dict[str, Any]) -> None:
