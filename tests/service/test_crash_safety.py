@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import signal
 import threading
 import time
@@ -68,8 +69,17 @@ def files_holding(data: Path, marker: str) -> list[str]:
     Only what is stored uncompressed: a large data file may compress its strings (see :func:`versions_keeping`).
     """
     needle = marker.encode()
-    files = (path for path in (data / "lancedb").rglob("*") if path.is_file())
-    return sorted(str(path.relative_to(data)) for path in files if needle in path.read_bytes())
+    holding = []
+    # os.walk skips a directory the upkeep removes while it walks (rglob raises); a file may go the same way.
+    for folder, _, names in os.walk(data / "lancedb"):
+        for name in names:
+            path = Path(folder) / name
+            try:
+                if needle in path.read_bytes():
+                    holding.append(str(path.relative_to(data)))
+            except FileNotFoundError:
+                continue
+    return sorted(holding)
 
 
 def versions_keeping(data: Path, table: str, where: str) -> list[str]:
