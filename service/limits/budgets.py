@@ -68,7 +68,9 @@ class MemoryLedger:
 
     async def spend(self, key: str, tokens: int) -> int:
         if key not in self._totals and len(self._totals) > 10_000:
-            self._totals.clear()  # many tenants over many days: yesterday's counts are all that goes
+            # Many tenants over many days: the counts of days other than this key's go, today's stay.
+            day = key.split(":", 2)[1]
+            self._totals = {kept: total for kept, total in self._totals.items() if kept.split(":", 2)[1] == day}
         self._totals[key] = total = self._totals.get(key, 0) + tokens
         return total
 
